@@ -1,0 +1,36 @@
+# The README quickstart: `make demo` and `make test`, each from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Stamps re-install only when the package's dependencies change (the install is editable).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/pagmfr demo --out runs/demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check pagmfr tests benchmarks
+	$(BIN)/ruff format --check pagmfr tests benchmarks
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/metrics.py
+	$(BIN)/python benchmarks/generator.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from pagmfr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,118 @@
+"""Torch datasets over the MVTec AD and MVTec 3D-AD (RGB) layouts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pagmfr.categories import category_kind
+from pagmfr.data.cache import IMAGE_CACHE
+from pagmfr.data.images import as_size, read_mask, read_rgb, resize_mask, resize_rgb
+from pagmfr.data.layout import MVTEC_3D, DatasetError, Problem, Sample, scan_split
+
+
+def decode_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one sample at full size: uint8 RGB (H, W, 3) and a bool mask (H, W) that must
+    match the image's size."""
+    image = read_rgb(sample.image)
+    if sample.mask is None:
+        mask = np.zeros(image.shape[:2], dtype=bool)
+    else:
+        mask = read_mask(sample.mask)
+        if mask.shape != image.shape[:2]:
+            raise DatasetError(
+                Problem(
+                    sample.mask,
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {sample.image.name} "
+                    f"is {image.shape[1]}x{image.shape[0]}; masks must match their image size",
+                )
+            )
+    return image, mask
+
+
+def load_sample(sample: Sample, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_sample`, resized to ``size`` (height, width)."""
+    image, mask = decode_sample(sample)
+    return resize_rgb(image, size), resize_mask(mask, size)
+
+
+class MVTecAD(Dataset):
+    """One category and split of an MVTec AD-layout folder.
+
+    Items are dicts: ``image`` float32 (3, H, W) in [0, 1] (normalisation belongs to the model),
+    ``mask`` float32 (1, H, W) of 0/1, ``label`` (0 good, 1 defective), ``defect``, ``path``.
+    Decoded images are cached per process (see :mod:`pagmfr.data.cache`).
+    """
+
+    layout = "auto"
+
+    def __init__(
+        self,
+        root: str | Path,
+        category: str,
+        split: str = "train",
+        image_size: int | tuple[int, int] = 256,
+        kind: str | None = None,
+    ):
+        self.root = Path(root)
+        self.category = category
+        self.split = split
+        self.image_size = as_size(image_size)
+        samples, problems = scan_split(self.root, category, split, self.layout)
+        if problems:
+            raise DatasetError(problems)
+        self.samples = samples
+        self.kind = kind or category_kind(category, root=self.root)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 RGB (H, W, 3) and bool mask (H, W) at ``image_size``; read-only, cached."""
+        sample = self.samples[index]
+        key = (str(sample.image), self.image_size)
+        return IMAGE_CACHE.get_or_load(key, lambda: load_sample(sample, self.image_size))
+
+    def __getitem__(self, index: int) -> dict:
+        image, mask = self.load_arrays(index)
+        sample = self.samples[index]
+        return {
+            "image": image_to_tensor(image),
+            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+            "label": sample.label,
+            "defect": sample.defect,
+            "path": str(sample.image),
+        }
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=np.int64)
+
+    def defect_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(s.defect for s in self.samples).items()))
+
+    def fingerprint(self) -> str:
+        """A hash of every file's name and bytes, recorded with each run for reproducibility."""
+        digest = hashlib.blake2b(digest_size=16)
+        for sample in self.samples:
+            for path in (sample.image, sample.mask):
+                if path is not None:
+                    digest.update(str(path.relative_to(self.root)).encode())
+                    digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+
+class MVTec3DRGB(MVTecAD):
+    """The RGB part of MVTec 3D-AD: ``<cat>/<split>/<defect>/rgb/*.png`` with ``gt/*.png``."""
+
+    layout = MVTEC_3D
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)

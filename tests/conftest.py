@@ -1,0 +1,23 @@
+"""Shared fixtures: the embedded dataset, written once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pagmfr.data import make_synthetic_dataset
+from pagmfr.data.cache import IMAGE_CACHE
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded dataset at its default size (read-only for tests)."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_image_cache():
+    IMAGE_CACHE.clear()
+    yield
+    IMAGE_CACHE.clear()
