@@ -46,6 +46,71 @@ def _synth_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_from_args(args: argparse.Namespace):
+    from pagmfr.config import Config, parse_set_arguments
+
+    overrides = {
+        "method": args.method,
+        "data.root": args.data,
+        "data.category": args.category,
+        "data.image_size": args.image_size,
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "backbone.name": args.backbone,
+        "backbone.weights": args.weights,
+        "train.seed": args.seed,
+        "train.device": args.device,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.update(parse_set_arguments(args.set))
+    return Config().with_overrides(overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pagmfr.engine import train
+
+    config = _config_from_args(args)
+    out = Path(args.out or f"runs/{config.method}_{config.data.category}")
+    metrics = train(config, out, resume=not args.no_resume, full_resolution=args.full_resolution)
+    _print_metrics(metrics, out)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pagmfr.engine import evaluate
+
+    metrics = evaluate(
+        args.checkpoint,
+        args.data,
+        args.category,
+        args.out,
+        full_resolution=args.full_resolution,
+        device=args.device or "auto",
+    )
+    _print_metrics(metrics, Path(args.out))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pagmfr.engine import predict
+
+    for result in predict(args.checkpoint, args.images, args.out, device=args.device or "auto"):
+        print(f"{result['score']:.6f}  {result['image']}")
+    print(f"heatmaps, scores.json and maps.npz in {args.out}")
+    return 0
+
+
+def _print_metrics(metrics: dict, out: Path) -> None:
+    from pagmfr.engine import TEST_METRICS
+
+    for key in TEST_METRICS:
+        print(f"{key:<14} {metrics[key]:.4f}")
+    print(
+        f"selected on {metrics['selection']} (epoch {metrics['best_epoch'] + 1}); "
+        f"written to {out / 'metrics.json'}"
+    )
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pagmfr.demo import run_demo
 
@@ -86,6 +151,49 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", type=Path, required=True, help="PNG file to write")
     preview.set_defaults(run=_synth_preview)
 
+    train = commands.add_parser(
+        "train", help="train, then evaluate the selected checkpoint on test"
+    )
+    train.add_argument("--data", help='an MVTec AD-layout folder, or "synthetic" (the default)')
+    train.add_argument("--category")
+    train.add_argument("--method", choices=("pagmfr", "rgpkd"))
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--backbone")
+    train.add_argument("--weights", help='"imagenet", "none" or a state-dict path')
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    train.add_argument("--out", help="output folder (default runs/<method>_<category>)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, e.g. --set loss.focal=2 --set fusion.mode=add",
+    )
+    train.add_argument("--no-resume", action="store_true", help="start over even if last.pt exists")
+    train.add_argument(
+        "--full-resolution", action="store_true", help="test metrics at the images' own size"
+    )
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="test metrics of a checkpoint")
+    evaluate.add_argument("--checkpoint", required=True, type=Path)
+    evaluate.add_argument("--data")
+    evaluate.add_argument("--category")
+    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--full-resolution", action="store_true")
+    evaluate.add_argument("--device")
+    evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser("predict", help="anomaly maps and scores for new images")
+    predict.add_argument("--checkpoint", required=True, type=Path)
+    predict.add_argument("images", nargs="+", type=Path)
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--device")
+    predict.set_defaults(run=_predict)
+
     demo = commands.add_parser("demo", help="the quickstart's main job on the embedded data")
     demo.add_argument("--out", default="runs/demo")
     demo.set_defaults(run=_demo)
@@ -96,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError) as err:  # bad input: say what and where, no traceback
+    except (ValueError, OSError, RuntimeError) as err:  # bad input or a failed run: say what, where
         print(f"pagmfr: error: {err}", file=sys.stderr)
         return 2
 

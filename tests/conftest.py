@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,13 @@ from pagmfr.data.cache import IMAGE_CACHE
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded dataset at its default size (read-only for tests)."""
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The embedded dataset behind ``data.root = "synthetic"`` goes to a per-session cache."""
+    os.environ["PAGMFR_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
 
 
 @pytest.fixture(autouse=True)

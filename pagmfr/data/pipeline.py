@@ -1,0 +1,98 @@
+"""What training consumes: the embedded dataset on demand, a seeded train/validation split of
+train/good, pseudo-anomalies made in loader workers, and a fixed validation set."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pagmfr.anomalies import PseudoAnomalyGenerator
+from pagmfr.data.dataset import MVTecAD, image_to_tensor
+from pagmfr.data.synthetic import make_synthetic_dataset
+
+SYNTHETIC = "synthetic"
+SYNTHETIC_SIZE = 128
+SYNTHETIC_SEED = 0
+#: The random stream of the validation anomalies: an "epoch" no training run reaches.
+VALIDATION_STREAM = 2**31
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PAGMFR_CACHE", Path.home() / ".cache" / "pagmfr"))
+
+
+def resolve_data_root(root: str | Path) -> Path:
+    """``"synthetic"`` -> the embedded dataset (written once into the cache, atomically, so
+    concurrent trials never see half a dataset); anything else is a path."""
+    if str(root) != SYNTHETIC:
+        return Path(root).expanduser()
+    target = cache_dir() / f"synthetic-s{SYNTHETIC_SEED}-{SYNTHETIC_SIZE}px"
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=target.parent))
+        make_synthetic_dataset(staging, image_size=SYNTHETIC_SIZE, seed=SYNTHETIC_SEED)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first: theirs is identical
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def split_train_validation(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of train/good indices; the validation part has at least two images (one
+    stays normal, one gets a pseudo-anomaly) and training keeps at least one."""
+    if count < 3:
+        raise ValueError(
+            f"need at least 3 training images to hold out a validation set, got {count}"
+        )
+    order = np.random.default_rng([seed, 7]).permutation(count)
+    n_val = min(max(2, round(fraction * count)), count - 1)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+class PseudoAnomalyTrainSet(Dataset):
+    """Clean image, its pseudo-anomalous version and mask. Each sample's randomness comes from
+    (seed, epoch, index), so it does not depend on the worker that draws it and a resumed run
+    sees the same samples. Set ``epoch`` before each epoch's loader is created."""
+
+    def __init__(self, base: MVTecAD, indices: list[int], generator: PseudoAnomalyGenerator):
+        self.base = base
+        self.indices = indices
+        self.generator = generator
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        index = self.indices[i]
+        image, _ = self.base.load_arrays(index)
+        pseudo, mask = self.generator(image, rng=self.generator.sample_rng(self.epoch, index))
+        return {
+            "image": image_to_tensor(image),
+            "pseudo": image_to_tensor(pseudo),
+            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+        }
+
+
+def validation_set(
+    base: MVTecAD, indices: list[int], generator: PseudoAnomalyGenerator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out normal images, every other one with a pseudo-anomaly (``generator`` must have
+    normal_probability 0): the same images and anomalies every epoch. Returns images
+    (N, 3, H, W) and masks (N, 1, H, W)."""
+    images, masks = [], []
+    for k, index in enumerate(indices):
+        image, _ = base.load_arrays(index)
+        mask = np.zeros(image.shape[:2], dtype=bool)
+        if k % 2 == 1:
+            image, mask = generator(image, rng=generator.sample_rng(VALIDATION_STREAM, index))
+        images.append(image_to_tensor(image))
+        masks.append(torch.from_numpy(mask[None].astype(np.float32)))
+    return torch.stack(images), torch.stack(masks)

@@ -1,0 +1,63 @@
+"""Building blocks and anomaly-map post-processing shared by both methods."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.functional import gaussian_blur
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions with batch norm and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+def upsample_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class ImageDecoder(nn.Module):
+    """From features at stride ``stride`` to an RGB image in [0, 1]: x2 upsampling steps."""
+
+    def __init__(self, in_channels: int, stride: int):
+        super().__init__()
+        steps, channels, blocks = int(math.log2(stride)), in_channels, []
+        for _ in range(steps):
+            out = max(channels // 2, 16)
+            blocks += [
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                ConvBlock(channels, out),
+            ]
+            channels = out
+        self.body = nn.Sequential(*blocks)
+        self.head = nn.Conv2d(channels, 3, 3, padding=1)
+
+    def forward(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return torch.sigmoid(upsample_to(self.head(self.body(features)), size))
+
+
+def smooth_and_score(
+    anomaly_map: torch.Tensor, sigma: float, score: str, topk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian-smoothed map (B, 1, H, W) and image scores (B,): max or mean of the top k."""
+    if sigma > 0:
+        kernel = 2 * math.ceil(3 * sigma) + 1
+        anomaly_map = gaussian_blur(anomaly_map, [kernel, kernel], [sigma, sigma])
+    flat = anomaly_map.flatten(1)
+    if score == "max":
+        return anomaly_map, flat.amax(dim=1)
+    return anomaly_map, flat.topk(min(topk, flat.shape[1]), dim=1).values.mean(dim=1)

@@ -1,0 +1,227 @@
+"""PAGMFR: pseudo-anomaly generation and multi-scale feature reconstruction.
+
+Training sees a normal image x and its pseudo-anomalous version x~ with mask M. A frozen
+backbone encodes x~; the MFRM reconstructs the clean features of x at every scale and the clean
+image x^; the MFFM fuses original and reconstructed features; the anomaly calculator turns
+feature cosine distances, CIELAB and SSIM differences (and the fused features) into anomaly
+logits. With no pseudo-anomalies (generator "none") the head has nothing to learn from, so the
+map is the mean of the branch maps, each normalised by its running statistics on normal images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pagmfr.config import Config
+from pagmfr.losses import (
+    cosine_distance_map,
+    feature_distillation_loss,
+    focal_loss,
+    image_reconstruction_losses,
+    lab_difference_map,
+    ssim_map,
+)
+from pagmfr.models.backbone import ResNetFeatures
+from pagmfr.models.common import ConvBlock, ImageDecoder, smooth_and_score, upsample_to
+
+_LAB_SCALE = 100.0  # Delta E of 100 is about the largest colour difference: scale to ~[0, 1]
+
+
+class FeatureReconstruction(nn.Module):
+    """MFRM: a top-down decoder from the pseudo-anomalous features to the clean features at
+    every used scale (deep to shallow, each scale seeing the one below), and the clean image."""
+
+    def __init__(self, channels: list[int], stride: int, max_width: int = 256):
+        super().__init__()
+        widths = [min(c, max_width) for c in channels]
+        self.lateral = nn.ModuleList(
+            nn.Conv2d(c, w, 1) for c, w in zip(channels, widths, strict=True)
+        )
+        self.blocks = nn.ModuleList(
+            ConvBlock(w if i == len(widths) - 1 else w + widths[i + 1], w)
+            for i, w in enumerate(widths)
+        )
+        self.heads = nn.ModuleList(
+            nn.Conv2d(w, c, 1) for c, w in zip(channels, widths, strict=True)
+        )
+        self.image = ImageDecoder(widths[0], stride)
+
+    def forward(
+        self, features: list[torch.Tensor], size: tuple[int, int]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        hidden, reconstructed = None, [None] * len(features)
+        for i in reversed(range(len(features))):
+            x = self.lateral[i](features[i])
+            if hidden is not None:
+                x = torch.cat([x, upsample_to(hidden, x.shape[-2:])], dim=1)
+            hidden = self.blocks[i](x)
+            reconstructed[i] = self.heads[i](hidden)
+        return reconstructed, self.image(hidden, size)
+
+
+class FeatureFusion(nn.Module):
+    """MFFM: per scale, fuse original and reconstructed features (concat + conv, or add), bring
+    every scale to the finest one's resolution and mix them into one tensor."""
+
+    def __init__(self, channels: list[int], mode: str, out_channels: int):
+        super().__init__()
+        self.mode = mode
+        width = 2 if mode == "concat" else 1
+        self.per_scale = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(width * c, out_channels, 1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            )
+            for c in channels
+        )
+        self.mix = nn.Sequential(
+            nn.Conv2d(out_channels * len(channels), out_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(
+        self, original: list[torch.Tensor], reconstructed: list[torch.Tensor]
+    ) -> torch.Tensor:
+        size = original[0].shape[-2:]
+        fused = []
+        for layer, f, r in zip(self.per_scale, original, reconstructed, strict=True):
+            pair = torch.cat([f, r], dim=1) if self.mode == "concat" else f + r
+            fused.append(upsample_to(layer(pair), size))
+        return self.mix(torch.cat(fused, dim=1))
+
+
+class AnomalyCalculator(nn.Module):
+    """Branch maps (feature cosine distances per scale; CIELAB and 1 - SSIM between x~ and x^)
+    plus the fused features, turned into anomaly logits at input resolution by 1x1 convs."""
+
+    def __init__(
+        self, n_scales: int, branches: str, fused_channels: int, hidden: int, learned: bool
+    ):
+        super().__init__()
+        self.branches = branches
+        self.learned = learned
+        n_maps = (n_scales if branches in ("feature", "both") else 0) + (
+            2 if branches in ("image", "both") else 0
+        )
+        self.reduce = nn.Conv2d(fused_channels, hidden, 1) if fused_channels else None
+        inputs = n_maps + (hidden if fused_channels else 0)
+        self.head = (
+            nn.Sequential(
+                nn.Conv2d(inputs, hidden, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, hidden, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, 1, 1),
+            )
+            if learned
+            else None
+        )
+        # Running mean/std of each branch map on training images: the normalisation of the
+        # unsupervised map, updated like batch-norm statistics.
+        self.register_buffer("map_mean", torch.zeros(n_maps))
+        self.register_buffer("map_std", torch.ones(n_maps))
+        self.momentum = 0.1
+
+    def branch_maps(
+        self,
+        image: torch.Tensor,
+        reconstruction: torch.Tensor,
+        features: list[torch.Tensor],
+        reconstructed: list[torch.Tensor],
+    ) -> torch.Tensor:
+        size = image.shape[-2:]
+        maps = []
+        if self.branches in ("feature", "both"):
+            maps += [
+                upsample_to(cosine_distance_map(f, r), size)
+                for f, r in zip(features, reconstructed, strict=True)
+            ]
+        if self.branches in ("image", "both"):
+            maps.append(lab_difference_map(image, reconstruction) / _LAB_SCALE)
+            maps.append(1.0 - ssim_map(image, reconstruction))
+        return torch.cat(maps, dim=1)
+
+    def forward(self, maps: torch.Tensor, fused: torch.Tensor | None) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                mean, std = maps.mean(dim=(0, 2, 3)), maps.std(dim=(0, 2, 3)).clamp_min(1e-6)
+                self.map_mean.lerp_(mean.to(self.map_mean), self.momentum)
+                self.map_std.lerp_(std.to(self.map_std), self.momentum)
+        normalised = (maps - self.map_mean.view(1, -1, 1, 1)) / self.map_std.view(1, -1, 1, 1)
+        if not self.learned:
+            return normalised.mean(dim=1, keepdim=True)
+        inputs = [normalised]  # branch maps differ in scale by 100x: the head sees z-scores
+        if self.reduce is not None:
+            inputs.append(upsample_to(self.reduce(fused), maps.shape[-2:]))
+        return self.head(torch.cat(inputs, dim=1))
+
+
+@dataclass
+class PAGMFROutput:
+    logits: torch.Tensor  # (B, 1, H, W); z-scored branch mean when unsupervised
+    anomaly_map: torch.Tensor  # (B, 1, H, W), smoothed sigmoid of the logits
+    score: torch.Tensor  # (B,)
+    reconstruction: torch.Tensor  # x^, (B, 3, H, W)
+    features: list[torch.Tensor]  # backbone features of the input
+    reconstructed: list[torch.Tensor]  # MFRM's clean-feature estimates
+
+
+class PAGMFR(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        b, a = config.backbone, config.anomaly
+        self.backbone = ResNetFeatures(b.name, b.layers)
+        channels = self.backbone.channels
+        self.reconstruction = FeatureReconstruction(channels, self.backbone.strides[0])
+        # Without pseudo-anomalies the head has nothing to learn, and the fused features feed
+        # only the head: neither is built then.
+        learned = config.generator.strategy != "none"
+        fuse = learned and config.fusion.mode != "none"
+        self.fusion = (
+            FeatureFusion(channels, config.fusion.mode, config.fusion.channels) if fuse else None
+        )
+        fused_channels = config.fusion.channels if fuse else 0
+        self.calculator = AnomalyCalculator(
+            len(channels), a.branches, fused_channels, a.hidden, learned
+        )
+
+    def forward(self, images: torch.Tensor) -> PAGMFROutput:
+        size = images.shape[-2:]
+        features = self.backbone(images)
+        reconstructed, reconstruction = self.reconstruction(features, size)
+        fused = None if self.fusion is None else self.fusion(features, reconstructed)
+        maps = self.calculator.branch_maps(images, reconstruction, features, reconstructed)
+        logits = self.calculator(maps, fused)
+        a = self.config.anomaly
+        anomaly_map, score = smooth_and_score(
+            torch.sigmoid(logits.float()), a.smoothing_sigma, a.score, a.topk
+        )
+        return PAGMFROutput(logits, anomaly_map, score, reconstruction, features, reconstructed)
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anomaly maps (B, 1, H, W) in [0, 1] and image scores (B,)."""
+        output = self(images)
+        return output.anomaly_map, output.score
+
+    def training_loss(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weighted sum of image reconstruction (MSE + SSIM), clean-feature reconstruction and,
+        when the head is learned, focal loss against the pseudo-anomaly mask."""
+        w = self.config.loss
+        output = self(batch["pseudo"])
+        with torch.no_grad():
+            clean_features = self.backbone(batch["image"])
+        mse, ssim_term = image_reconstruction_losses(output.reconstruction, batch["image"])
+        feature = feature_distillation_loss(output.reconstructed, clean_features)
+        parts = {"image_mse": mse, "image_ssim": ssim_term, "feature": feature}
+        total = w.image_mse * mse + w.image_ssim * ssim_term + w.feature * feature
+        if self.calculator.learned:
+            parts["focal"] = focal_loss(output.logits, batch["mask"], w.focal_gamma, w.focal_alpha)
+            total = total + w.focal * parts["focal"]
+        return total, {name: float(value.detach()) for name, value in parts.items()}

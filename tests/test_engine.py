@@ -1,0 +1,218 @@
+import json
+
+import pytest
+import torch
+
+from pagmfr.cli import main
+from pagmfr.config import Config
+from pagmfr.engine import (
+    NonFiniteLossError,
+    anomaly_metrics,
+    checkpoint_path,
+    fit,
+    infer,
+    load_checkpoint,
+    prepare_training,
+    seed_everything,
+)
+from pagmfr.models import build_model
+
+QUICK = {
+    "backbone.weights": "none",
+    "data.image_size": 64,
+    "train.batch_size": 8,
+    "anomaly.smoothing_sigma": 1.0,
+}
+
+
+def _config(**overrides):
+    return Config().with_overrides({**QUICK, **overrides})
+
+
+def _validation_metrics(model, setup):
+    maps, scores = infer(model, [setup.images], torch.device("cpu"))
+    return anomaly_metrics(maps, setup.masks, scores, setup.labels)
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_short_training_lowers_the_loss_and_beats_the_untrained_model(tmp_path):
+    config = _config(**{"data.category": "brick", "train.epochs": 30, "loss.focal": 20.0})
+    seed_everything(config.train.seed)
+    untrained = _validation_metrics(build_model(config), prepare_training(config))
+    result = fit(config, tmp_path, callbacks=())
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    trained = result.best_metrics
+    assert trained["val_au_pro"] > untrained["au_pro"] + 0.05
+    assert trained["val_pixel_auroc"] > untrained["pixel_auroc"] + 0.2
+    # The best checkpoint holds what was selected, and selection used validation, not test.
+    best = load_checkpoint(result.best_checkpoint)
+    assert best["selection"] == "validation" and best["epoch"] == result.best_epoch
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
+    config = _config(**{"data.category": "coins", "train.epochs": 3})
+    straight = fit(config, tmp_path / "straight", callbacks=())
+
+    def stop_after_first_epoch(report):
+        if report.epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(config, tmp_path / "resumed", callbacks=(stop_after_first_epoch,))
+    resumed = fit(config, tmp_path / "resumed", callbacks=())
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+    strip = lambda h: {k: v for k, v in h.items() if k not in ("epoch_seconds", "peak_memory_mb")}  # noqa: E731
+    assert [strip(h) for h in resumed.history] == [strip(h) for h in straight.history]
+    for key, value in _weights(straight.last_checkpoint).items():
+        assert torch.equal(value, _weights(resumed.last_checkpoint)[key]), key
+
+
+def test_same_seed_same_numbers_on_cpu(tmp_path):
+    config = _config(**{"data.category": "gravel", "train.epochs": 2})
+    first = fit(config, tmp_path / "a", callbacks=())
+    again = fit(config, tmp_path / "b", callbacks=())
+    other = fit(config.with_overrides({"train.seed": 1}), tmp_path / "c", callbacks=())
+    assert [h["loss"] for h in first.history] == [h["loss"] for h in again.history]
+    assert first.best_metrics == again.best_metrics
+    assert [h["loss"] for h in first.history] != [h["loss"] for h in other.history]
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    fit(_config(**{"train.epochs": 1}), tmp_path, callbacks=())
+    with pytest.raises(ValueError, match=r"written with a different config \(loss.focal\)"):
+        fit(_config(**{"train.epochs": 1, "loss.focal": 3.0}), tmp_path, callbacks=())
+
+
+def test_a_nan_loss_stops_the_run_with_a_clear_error(tmp_path):
+    def diverge(report):
+        with torch.no_grad():
+            for parameter in report.model.reconstruction.parameters():
+                parameter.fill_(float("nan"))
+
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss is nan at epoch 2, step 1 .*lower train.lr"
+    ):
+        fit(_config(**{"train.epochs": 3}), tmp_path, callbacks=(diverge,))
+
+
+def test_choosing_on_the_test_set_is_explicit_and_recorded(tmp_path, capsys):
+    args = [
+        "train",
+        "--data",
+        "synthetic",
+        "--category",
+        "coffee",
+        "--image-size",
+        "64",
+        "--epochs",
+        "1",
+        "--weights",
+        "none",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "validation.select_on_test=true",
+    ]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["selection"] == "test" and "test_au_pro" in metrics["selection_metrics"]
+
+
+def test_cli_train_evaluate_predict_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        "synthetic",
+        "--category",
+        "coins",
+        "--image-size",
+        "64",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--weights",
+        "none",
+        "--out",
+        str(out),
+        "--set",
+        "anomaly.smoothing_sigma=1",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "au_pro" in printed and "selected on validation" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("image_auroc", "pixel_auroc", "au_pro", "pixel_f1_max"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["seed"] == 0 and metrics["config"]["data.category"] == "coins"
+    assert metrics["code_version"].startswith("0.1.0") and len(metrics["data_fingerprint"]) == 32
+    assert metrics["timings"]["epochs"] == 2 and len(metrics["history"]) == 2
+    assert len(list((out / "heatmaps").rglob("*.png"))) == metrics["test_images"] == 28
+
+    config = Config.from_flat(metrics["config"])
+    best = checkpoint_path(out, config, "best")
+    assert best.name == "pagmfr_coins_best.pt"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(best),
+                "--out",
+                str(tmp_path / "eval"),
+                "--full-resolution",
+            ]
+        )
+        == 0
+    )
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["resolution"] == "full" and evaluated["image_auroc"] == metrics["image_auroc"]
+
+    images = sorted((out.parent / "run" / "heatmaps" / "hole").glob("*.png"))[:2]
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(best),
+                *map(str, images),
+                "--out",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 0
+    )
+    scores = json.loads((tmp_path / "pred" / "scores.json").read_text())
+    assert len(scores) == 2 and all(0.0 <= s["score"] <= 1.0 for s in scores)
+    assert (tmp_path / "pred" / "maps.npz").is_file()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("loss.focl=2", r"unknown config key 'loss.focl'; did you mean loss.focal"),
+        ("fusion.mode=cat", r"fusion.mode must be one of concat, add, none; got 'cat'"),
+        ("train.lr=-1", r"train.lr must be in \(0, 10\); got -1.0"),
+        (
+            "generator.strategy=perlin",
+            r"generator.strategy: unknown strategy 'perlin'; allowed: adaptive",
+        ),
+        ("backbone.layers=3,1", r"backbone.layers must be increasing stages"),
+        ("nonsense", r"--set expects key=value, got 'nonsense'"),
+    ],
+)
+def test_bad_set_values_fail_at_once_naming_the_key(tmp_path, capsys, setting, message):
+    assert main(["train", "--out", str(tmp_path), "--set", setting]) == 2
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+    assert not any(tmp_path.iterdir())  # nothing trained

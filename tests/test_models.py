@@ -1,0 +1,148 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from skimage.color import rgb2lab
+
+from pagmfr.config import Config
+from pagmfr.losses import lab_difference_map, ssim_map
+from pagmfr.models import build_model
+from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
+
+SIZE = 64
+
+
+def _config(**overrides):
+    return Config().with_overrides(
+        {"backbone.weights": "none", "data.image_size": SIZE, **overrides}
+    )
+
+
+def _batch(seed=0, batch=2):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(batch, 3, SIZE, SIZE, generator=g)
+    pseudo, mask = image.clone(), torch.zeros(batch, 1, SIZE, SIZE)
+    pseudo[:, :, 10:30, 20:40] = torch.rand(batch, 3, 20, 20, generator=g)
+    mask[:, :, 10:30, 20:40] = 1
+    return {"image": image, "pseudo": pseudo, "mask": mask}
+
+
+def _check_step(model, config):
+    model.train()
+    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    loss, parts = model.training_loss(_batch())
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in trainable)
+    assert sum(float(p.grad.abs().sum()) for p in trainable) > 0
+    assert all(p.grad is None for p in model.backbone.parameters())
+    for key, value in model.backbone.state_dict().items():  # frozen, batch-norm statistics too
+        assert torch.equal(value, backbone_before[key]), key
+    model.eval()
+    with torch.no_grad():
+        anomaly_map, score = model.predict(_batch()["pseudo"])
+    assert anomaly_map.shape == (2, 1, SIZE, SIZE) and score.shape == (2,)
+    assert torch.all((anomaly_map >= 0) & (anomaly_map <= 1))
+    return parts
+
+
+@pytest.mark.parametrize(
+    ("layers", "fusion", "branches"),
+    list(
+        itertools.product(
+            ["1,2,3", "2,3", "1,2,3,4"], ["concat", "add", "none"], ["feature", "image", "both"]
+        )
+    ),
+)
+def test_every_switch_combination_trains(layers, fusion, branches):
+    config = _config(
+        **{"backbone.layers": layers, "fusion.mode": fusion, "anomaly.branches": branches}
+    )
+    model = build_model(config)
+    assert (model.fusion is None) == (fusion == "none")
+    assert model.calculator.head is not None
+    parts = _check_step(model, config)
+    assert set(parts) == {"image_mse", "image_ssim", "feature", "focal"}
+
+
+@pytest.mark.parametrize("backbone", ["resnet34", "resnet50", "wide_resnet50_2"])
+def test_every_backbone_trains(backbone):
+    config = _config(**{"backbone.name": backbone, "backbone.layers": "2,3"})
+    model = build_model(config)
+    assert model.backbone.channels == ([128, 256] if backbone == "resnet34" else [512, 1024])
+    _check_step(model, config)
+
+
+def test_without_pseudo_anomalies_the_map_is_the_mean_of_normalised_branch_maps():
+    config = _config(**{"generator.strategy": "none", "anomaly.smoothing_sigma": 0})
+    model = build_model(config)
+    parts = _check_step(model, config)
+    assert "focal" not in parts
+    assert model.fusion is None and model.calculator.head is None
+    calculator = model.calculator
+    assert calculator.map_std.ne(1).all()  # statistics were learned from training images
+    images = _batch()["pseudo"]
+    with torch.no_grad():
+        output = model(images)
+        maps = calculator.branch_maps(
+            images, output.reconstruction, output.features, output.reconstructed
+        )
+        expected = (
+            (maps - calculator.map_mean.view(1, -1, 1, 1)) / calculator.map_std.view(1, -1, 1, 1)
+        ).mean(1, keepdim=True)
+    torch.testing.assert_close(output.logits, expected)
+    torch.testing.assert_close(output.anomaly_map, torch.sigmoid(expected))
+
+
+def test_top_k_scores():
+    model = build_model(
+        _config(**{"anomaly.score": "topk", "anomaly.topk": 10, "anomaly.smoothing_sigma": 0})
+    ).eval()
+    with torch.no_grad():
+        anomaly_map, score = model.predict(_batch()["pseudo"])
+    expected = anomaly_map.flatten(1).topk(10, dim=1).values.mean(1)
+    torch.testing.assert_close(score, expected)
+
+
+def test_backbone_weights_from_a_state_dict_file(tmp_path):
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = ResNetFeatures("resnet18", (1, 2))
+    load_backbone_weights(backbone, str(path))
+    torch.testing.assert_close(backbone.net.conv1.weight, reference.conv1.weight)
+    torch.testing.assert_close(
+        backbone.net.layer2[0].conv1.weight, reference.layer2[0].conv1.weight
+    )
+    with pytest.raises(FileNotFoundError, match=r"backbone weights file not found: .*nope.pth"):
+        load_backbone_weights(backbone, str(tmp_path / "nope.pth"))
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "r50.pth")
+    with pytest.raises(ValueError, match=r"r50.pth do not fit resnet18"):
+        load_backbone_weights(backbone, str(tmp_path / "r50.pth"))
+
+
+def test_missing_imagenet_weights_say_how_to_prefetch():
+    backbone = ResNetFeatures("resnet18", (1,))
+    with pytest.raises(
+        RuntimeError, match=r"ImageNet weights for resnet18 are not available .*pre-fetch"
+    ):
+        load_backbone_weights(backbone, "imagenet")
+
+
+def test_cielab_difference_matches_scikit_image():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((16, 16, 3)), rng.random((16, 16, 3))
+    expected = np.linalg.norm(rgb2lab(a) - rgb2lab(b), axis=2)
+    to_tensor = lambda x: torch.from_numpy(x.transpose(2, 0, 1)[None]).float()  # noqa: E731
+    np.testing.assert_allclose(
+        lab_difference_map(to_tensor(a), to_tensor(b))[0, 0].numpy(), expected, atol=2e-3
+    )
+
+
+def test_ssim_map_is_one_for_identical_images_and_lower_otherwise():
+    image = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(ssim_map(image, image), torch.ones(1, 1, 32, 32))
+    assert ssim_map(image, torch.rand(1, 3, 32, 32)).mean() < 0.2
