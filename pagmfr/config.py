@@ -99,8 +99,11 @@ class RGPKDConfig:
     prompts_at_inference: bool = True
     reconstruction: bool = True
     student: Literal["unet", "symmetric"] = "unet"
+    #: Prompt bank: at most this many training images, in at most this much memory (float16).
     bank_size: int = 256
     bank_max_mb: float = 512.0
+    #: How the bank is subsampled when it must shrink: random, or a k-centre coreset.
+    bank_sampling: Literal["random", "coreset"] = "random"
     topk: int = 1
     distillation: float = 1.0
 
@@ -111,8 +114,9 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    #: cosine annealing (PAGMFR) or linear warm-up then linear decay (RGPKD).
-    scheduler: Literal["cosine", "warmup_linear", "constant"] = "cosine"
+    #: cosine annealing, or linear warm-up then linear decay; auto: each method's own
+    #: (cosine for PAGMFR, warmup_linear for RGPKD, as their authors train).
+    scheduler: Literal["auto", "cosine", "warmup_linear", "constant"] = "auto"
     warmup_epochs: int = 5
     grad_accumulation: int = 1
     seed: int = 0
@@ -214,6 +218,8 @@ class Config:
             ("anomaly.hidden", self.anomaly.hidden >= 1, "must be >= 1"),
             ("rgpkd.bank_size", self.rgpkd.bank_size >= 1, "must be >= 1"),
             ("rgpkd.topk", self.rgpkd.topk >= 1, "must be >= 1"),
+            ("rgpkd.bank_max_mb", self.rgpkd.bank_max_mb > 0, "must be > 0"),
+            ("rgpkd.distillation", self.rgpkd.distillation >= 0, "must be >= 0"),
         ]
         for name in ("image_mse", "image_ssim", "feature", "focal", "focal_gamma"):
             checks.append((f"loss.{name}", getattr(self.loss, name) >= 0.0, "must be >= 0"))
@@ -244,6 +250,18 @@ class Config:
             GeneratorSettings.from_knobs(**self.generator_knobs())
         except ValueError as err:
             raise ValueError(f"generator: {err}") from err
+
+    @property
+    def scheduler(self) -> str:
+        """The learning-rate schedule in force, with ``auto`` resolved per method."""
+        if self.train.scheduler != "auto":
+            return self.train.scheduler
+        return "warmup_linear" if self.method == "rgpkd" else "cosine"
+
+    @property
+    def uses_pseudo_anomalies(self) -> bool:
+        """RGPKD distils on normal images only; its loader need not make pseudo-anomalies."""
+        return self.method == "pagmfr"
 
     def generator_knobs(self) -> dict[str, Any]:
         g = self.generator

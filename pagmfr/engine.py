@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from pagmfr import metrics as M
 from pagmfr.anomalies import make_generator
 from pagmfr.config import Config
-from pagmfr.data.dataset import MVTecAD
+from pagmfr.data.dataset import MVTecAD, image_to_tensor
 from pagmfr.data.images import read_mask, read_rgb, resize_rgb, write_png
 from pagmfr.data.pipeline import (
     PseudoAnomalyTrainSet,
@@ -118,13 +118,13 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cpu", enabled=False)
 
 
-def _scheduler(
+def make_scheduler(
     optimizer: torch.optim.Optimizer, config: Config
 ) -> torch.optim.lr_scheduler.LRScheduler:
     t = config.train
-    if t.scheduler == "cosine":
+    if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
-    if t.scheduler == "warmup_linear":
+    if config.scheduler == "warmup_linear":
         warmup = min(t.warmup_epochs, t.epochs - 1)
 
         def factor(epoch: int) -> float:  # linear warm-up to the base rate, then linear decay
@@ -212,6 +212,13 @@ class TrainingSetup:
     labels: np.ndarray  # (N,)
     fingerprint: str
 
+    def clean_batches(self, batch_size: int) -> Iterable[torch.Tensor]:
+        """The training images without pseudo-anomalies, e.g. for RGPKD's prompt bank."""
+        data, indices = self.train_set.base, self.train_set.indices
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            yield torch.stack([image_to_tensor(data.load_arrays(i)[0]) for i in chunk])
+
 
 def prepare_training(config: Config) -> TrainingSetup:
     """Split train/good into training and validation images, build the seeded generators, and
@@ -224,8 +231,9 @@ def prepare_training(config: Config) -> TrainingSetup:
     )
     train_idx, val_idx = split_train_validation(len(train_data), config.data.val_fraction, seed)
     kind = train_data.kind
+    strategy = g.strategy if config.uses_pseudo_anomalies else "none"
     generator = make_generator(
-        g.strategy,
+        strategy,
         kind,
         g.texture_dir,
         g.object_dir,
@@ -306,7 +314,7 @@ def fit(
         model = model.to(memory_format=torch.channels_last)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = _scheduler(optimizer, config)
+    scheduler = make_scheduler(optimizer, config)
     scaler = torch.amp.GradScaler(
         "cuda", enabled=device.type == "cuda" and t.amp and not torch.cuda.is_bf16_supported()
     )
@@ -325,6 +333,8 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, history, best = state["epoch"] + 1, list(state["history"]), dict(state["best"])
         _log(f"resuming {last_path} after epoch {start_epoch}")
+    elif hasattr(model, "prepare"):  # e.g. RGPKD's prompt bank; a resumed model has it already
+        model.prepare(setup.clean_batches(t.batch_size))
     last_path.parent.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
@@ -528,10 +538,11 @@ def predict(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
+    vmin, vmax = float(maps.min()), float(maps.max())  # one scale for all, so maps compare
     for path, array, anomaly_map, score in zip(images, arrays, maps, scores, strict=True):
         write_png(
             out_dir / f"{Path(path).stem}_heatmap.png",
-            heatmap_overlay(array, anomaly_map, 0.0, 1.0),
+            heatmap_overlay(array, anomaly_map, vmin, vmax),
         )
         results.append({"image": str(path), "score": float(score)})
     (out_dir / "scores.json").write_text(json.dumps(results, indent=2) + "\n")

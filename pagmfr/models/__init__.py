@@ -9,8 +9,9 @@ from torch import nn
 from pagmfr.config import Config
 from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
 from pagmfr.models.pagmfr import PAGMFR
+from pagmfr.models.rgpkd import RGPKD
 
-_MODELS: dict[str, Callable[[Config], nn.Module]] = {"pagmfr": PAGMFR}
+_MODELS: dict[str, Callable[[Config], nn.Module]] = {"pagmfr": PAGMFR, "rgpkd": RGPKD}
 
 
 def register_model(name: str, factory: Callable[[Config], nn.Module]) -> None:
@@ -32,4 +33,11 @@ def build_model(config: Config, load_weights: bool = True) -> nn.Module:
     return model
 
 
-__all__ = ["PAGMFR", "ResNetFeatures", "build_model", "load_backbone_weights", "register_model"]
+__all__ = [
+    "RGPKD",
+    "PAGMFR",
+    "ResNetFeatures",
+    "build_model",
+    "load_backbone_weights",
+    "register_model",
+]

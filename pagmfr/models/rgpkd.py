@@ -1,0 +1,327 @@
+"""RGPKD: reconstruction-guided, prompt-based knowledge distillation.
+
+A frozen teacher ResNet gives multi-scale features of a normal image; a structurally different
+student (a U-Net whose ResNet-18-style encoder sees the image: the "asymmetric" design) learns
+to reproduce them scale by scale, guided by a reconstruction of the input from its last decoder
+stage. A prompt bank of teacher features of training images is built once; for each input the
+most similar entries (cosine similarity of pooled deep features) are retrieved and fused into
+the decoder. At test time the student fails to reproduce the teacher where the image is
+anomalous: the anomaly map is the summed per-scale cosine distance.
+
+Switches for the ablation: ``rgpkd.prompts``, ``rgpkd.prompts_at_inference``,
+``rgpkd.reconstruction``, ``rgpkd.student`` (unet | symmetric, a decoder mirroring the teacher
+as in reverse distillation), the loss weights and the backbone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from pagmfr.config import Config
+from pagmfr.losses import (
+    cosine_distance_map,
+    feature_distillation_loss,
+    image_reconstruction_losses,
+)
+from pagmfr.models.backbone import STAGE_STRIDES, ResNetFeatures
+from pagmfr.models.common import ConvBlock, ImageDecoder, smooth_and_score, upsample_to
+
+_UNET_CHANNELS = (64, 128, 256, 512)  # ResNet-18 stages
+
+
+def _pooled(feature: torch.Tensor) -> torch.Tensor:
+    return F.normalize(feature.float().mean(dim=(2, 3)), dim=1)
+
+
+class PromptBank(nn.Module):
+    """Teacher features of training images (float16) with their pooled, normalised deepest
+    feature as the retrieval key. Buffers are sized when filled or loaded from a checkpoint."""
+
+    def __init__(self, n_scales: int):
+        super().__init__()
+        self.n_scales = n_scales
+        self.register_buffer("keys", torch.zeros(0))
+        for i in range(n_scales):
+            self.register_buffer(f"scale{i}", torch.zeros(0))
+
+    @property
+    def size(self) -> int:
+        return int(self.keys.shape[0])
+
+    def entries(self, index: torch.Tensor) -> list[torch.Tensor]:
+        """Per-scale features of ``index`` (B, k) -> list of (B, k, C, h, w)."""
+        return [getattr(self, f"scale{i}")[index].float() for i in range(self.n_scales)]
+
+    def fill(self, keys: torch.Tensor, features: list[torch.Tensor]) -> None:
+        self.keys = keys.float()
+        for i, feature in enumerate(features):
+            setattr(self, f"scale{i}", feature.half())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ["keys"] + [f"scale{i}" for i in range(self.n_scales)]:
+            if prefix + name in state_dict:  # adopt the saved bank's size before copying
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def retrieve(self, query: torch.Tensor, topk: int, exclude_self: bool) -> torch.Tensor:
+        """Indices (B, k) of the most similar entries; ``exclude_self`` skips a training image's
+        own entry (similarity 1), which would make the prompt a copy of the answer."""
+        similarity = query @ self.keys.T
+        if exclude_self and self.size > topk:
+            similarity = similarity.masked_fill(similarity > 1 - 1e-5, -2.0)
+        return similarity.topk(min(topk, self.size), dim=1).indices
+
+
+def select_bank_entries(keys: torch.Tensor, count: int, sampling: str, seed: int) -> torch.Tensor:
+    """``count`` entries: a seeded random subsample, or a greedy k-centre coreset of the keys
+    (each next entry the one farthest from those chosen), which covers rare appearances."""
+    total = keys.shape[0]
+    if count >= total:
+        return torch.arange(total)
+    if sampling == "random":
+        order = np.random.default_rng(seed).permutation(total)[:count]
+        return torch.from_numpy(np.sort(order))
+    chosen = [int(np.random.default_rng(seed).integers(total))]
+    distance = 1 - keys @ keys[chosen[0]]
+    for _ in range(count - 1):
+        nxt = int(distance.argmax())
+        chosen.append(nxt)
+        distance = torch.minimum(distance, 1 - keys @ keys[nxt])
+    return torch.tensor(sorted(chosen))
+
+
+class PromptFusion(nn.Module):
+    """Affinity fusion of a retrieved prompt into decoder features: both are projected, their
+    per-position cosine affinity gates the prompt, and a 1x1 conv mixes it into the features.
+    (Full attention at the finest scale would need a 4096 x 4096 matrix per 256 px image.)"""
+
+    def __init__(self, decoder_channels: int, prompt_channels: int):
+        super().__init__()
+        self.query = nn.Conv2d(decoder_channels, decoder_channels, 1)
+        self.key = nn.Conv2d(prompt_channels, decoder_channels, 1)
+        self.temperature = nn.Parameter(torch.tensor(5.0))
+        self.mix = nn.Conv2d(2 * decoder_channels, decoder_channels, 1)
+
+    def forward(self, decoded: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        if prompt is None:  # prompts switched off at inference: the prompt half is empty
+            return self.mix(torch.cat([decoded, torch.zeros_like(decoded)], dim=1))
+        key = self.key(upsample_to(prompt, decoded.shape[-2:]))
+        affinity = torch.sigmoid(
+            self.temperature * F.cosine_similarity(self.query(decoded), key, dim=1)
+        ).unsqueeze(1)
+        return self.mix(torch.cat([decoded, affinity * key], dim=1))
+
+
+class UNetStudent(nn.Module):
+    """A ResNet-18-style encoder over the image and a U-Net decoder that emits features at the
+    teacher's strides (one head per used teacher stage) and, from its last stage, the image."""
+
+    def __init__(
+        self,
+        teacher_layers: tuple[int, ...],
+        teacher_channels: list[int],
+        prompts: bool,
+        reconstruction: bool,
+    ):
+        super().__init__()
+        encoder = torchvision.models.resnet18(weights=None)
+        self.stem = nn.Sequential(encoder.conv1, encoder.bn1, encoder.relu, encoder.maxpool)
+        self.encoder = nn.ModuleList(
+            [encoder.layer1, encoder.layer2, encoder.layer3, encoder.layer4]
+        )
+        self.layers = teacher_layers
+        c = _UNET_CHANNELS
+        self.decoder = nn.ModuleDict(
+            {
+                "4": ConvBlock(c[3], c[3]),
+                "3": ConvBlock(c[3] + c[2], c[2]),
+                "2": ConvBlock(c[2] + c[1], c[1]),
+                "1": ConvBlock(c[1] + c[0], c[0]),
+            }
+        )
+        self.heads = nn.ModuleList(
+            nn.Conv2d(c[layer - 1], channels, 1)
+            for layer, channels in zip(teacher_layers, teacher_channels, strict=True)
+        )
+        self.fusions = (
+            nn.ModuleList(
+                PromptFusion(c[layer - 1], ch)
+                for layer, ch in zip(teacher_layers, teacher_channels, strict=True)
+            )
+            if prompts
+            else None
+        )
+        self.image = ImageDecoder(c[0], STAGE_STRIDES[0]) if reconstruction else None
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        teacher_features: list[torch.Tensor],
+        prompts: list[torch.Tensor] | None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        skips, x = [], self.stem(images)
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        decoded: dict[int, torch.Tensor] = {4: self.decoder["4"](skips[3])}
+        for stage in (3, 2, 1):
+            up = upsample_to(decoded[stage + 1], skips[stage - 1].shape[-2:])
+            decoded[stage] = self.decoder[str(stage)](torch.cat([up, skips[stage - 1]], dim=1))
+        outputs = []
+        for i, layer in enumerate(self.layers):
+            feature = decoded[layer]
+            if self.fusions is not None:
+                feature = self.fusions[i](feature, None if prompts is None else prompts[i])
+            outputs.append(self.heads[i](feature))
+        image = None if self.image is None else self.image(decoded[1], images.shape[-2:])
+        return outputs, image
+
+
+class SymmetricStudent(nn.Module):
+    """Reverse distillation's student: a bottleneck over the teacher's deepest used features and
+    a decoder mirroring the teacher's stages back up to its shallowest used one."""
+
+    def __init__(
+        self,
+        teacher_channels: list[int],
+        teacher_strides: list[int],
+        prompts: bool,
+        reconstruction: bool,
+    ):
+        super().__init__()
+        self.strides = teacher_strides
+        deepest = teacher_channels[-1]
+        self.bottleneck = ConvBlock(deepest, deepest)
+        self.blocks = nn.ModuleList(
+            ConvBlock(teacher_channels[i + 1] if i + 1 < len(teacher_channels) else deepest, c)
+            for i, c in enumerate(teacher_channels)
+        )
+        self.fusions = (
+            nn.ModuleList(PromptFusion(c, c) for c in teacher_channels) if prompts else None
+        )
+        self.image = (
+            ImageDecoder(teacher_channels[0], teacher_strides[0]) if reconstruction else None
+        )
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        teacher_features: list[torch.Tensor],
+        prompts: list[torch.Tensor] | None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        x = self.bottleneck(teacher_features[-1])
+        outputs: list[torch.Tensor] = [None] * len(teacher_features)  # type: ignore[list-item]
+        for i in reversed(range(len(teacher_features))):
+            x = self.blocks[i](upsample_to(x, teacher_features[i].shape[-2:]))
+            if self.fusions is not None:
+                x = self.fusions[i](x, None if prompts is None else prompts[i])
+            outputs[i] = x
+        image = None if self.image is None else self.image(outputs[0], images.shape[-2:])
+        return outputs, image
+
+
+class RGPKD(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        r = config.rgpkd
+        self.teacher = ResNetFeatures(config.backbone.name, config.backbone.layers)
+        channels, strides = self.teacher.channels, self.teacher.strides
+        if r.student == "unet":
+            self.student = UNetStudent(self.teacher.layers, channels, r.prompts, r.reconstruction)
+        else:
+            self.student = SymmetricStudent(channels, strides, r.prompts, r.reconstruction)
+        self.bank = PromptBank(len(channels)) if r.prompts else None
+
+    # ---- the prompt bank ----
+
+    @torch.no_grad()
+    def prepare(self, batches: Iterable[torch.Tensor]) -> None:
+        """Build the prompt bank from clean training images, once before training, within
+        ``rgpkd.bank_size`` entries and ``rgpkd.bank_max_mb`` of memory (float16)."""
+        if self.bank is None:
+            return
+        r = self.config.rgpkd
+        device = next(self.teacher.parameters()).device
+        keys, features = [], []
+        for images in batches:
+            scales = self.teacher(images.to(device))
+            keys.append(_pooled(scales[-1]).cpu())
+            features.append([s.half().cpu() for s in scales])
+        keys_all = torch.cat(keys)
+        per_entry = sum(f.numel() // f.shape[0] * 2 for f in features[0])  # bytes in float16
+        fit = max(1, int(r.bank_max_mb * 2**20 // per_entry))
+        index = select_bank_entries(
+            keys_all, min(r.bank_size, fit), r.bank_sampling, self.config.train.seed
+        )
+        scales = [torch.cat([f[i] for f in features])[index] for i in range(len(features[0]))]
+        self.bank.fill(keys_all[index].to(device), [s.to(device) for s in scales])
+
+    def _prompts(self, teacher_features: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        r = self.config.rgpkd
+        if self.bank is None or (not self.training and not r.prompts_at_inference):
+            return None
+        if self.bank.size == 0:
+            raise RuntimeError(
+                "RGPKD's prompt bank is empty: call model.prepare(training images) before use"
+            )
+        index = self.bank.retrieve(
+            _pooled(teacher_features[-1]), r.topk, exclude_self=self.training
+        )
+        return [
+            entries.mean(dim=1).to(teacher_features[0].dtype)
+            for entries in self.bank.entries(index)
+        ]
+
+    # ---- forward, prediction, loss ----
+
+    def forward(
+        self, images: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
+        """Teacher features, student features and the student's reconstruction (or None)."""
+        with torch.no_grad():
+            teacher = self.teacher(images)
+        student, reconstruction = self.student(images, teacher, self._prompts(teacher))
+        return teacher, student, reconstruction
+
+    def anomaly_map(
+        self, teacher: list[torch.Tensor], student: list[torch.Tensor], size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Sum over scales of the upsampled 1 - cosine(teacher, student): (B, 1, H, W)."""
+        return sum(
+            upsample_to(cosine_distance_map(t, s), size)
+            for t, s in zip(teacher, student, strict=True)
+        )
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher, student, _ = self(images)
+        a = self.config.anomaly
+        return smooth_and_score(
+            self.anomaly_map(teacher, student, images.shape[-2:]),
+            a.smoothing_sigma,
+            a.score,
+            a.topk,
+        )
+
+    def training_loss(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Multi-scale distillation on normal images plus, when on, reconstruction guidance
+        (MSE + SSIM between the input and the student's reconstruction)."""
+        images, w = batch["image"], self.config.loss
+        teacher, student, reconstruction = self(images)
+        distillation = feature_distillation_loss(student, teacher)
+        parts = {"distillation": distillation}
+        total = self.config.rgpkd.distillation * distillation
+        if reconstruction is not None:
+            parts["image_mse"], parts["image_ssim"] = image_reconstruction_losses(
+                reconstruction, images
+            )
+            total = total + w.image_mse * parts["image_mse"] + w.image_ssim * parts["image_ssim"]
+        return total, {name: float(value.detach()) for name, value in parts.items()}

@@ -1,0 +1,205 @@
+import itertools
+import json
+
+import pytest
+import torch
+
+from pagmfr.cli import main
+from pagmfr.config import Config
+from pagmfr.engine import (
+    anomaly_metrics,
+    fit,
+    infer,
+    load_checkpoint,
+    make_scheduler,
+    prepare_training,
+    seed_everything,
+)
+from pagmfr.models import build_model
+from pagmfr.models.rgpkd import PromptBank, select_bank_entries
+
+SIZE = 64
+
+
+def _config(**overrides):
+    base = {
+        "method": "rgpkd",
+        "backbone.weights": "none",
+        "data.image_size": SIZE,
+        "train.batch_size": 8,
+        "anomaly.smoothing_sigma": 1.0,
+    }
+    return Config().with_overrides({**base, **overrides})
+
+
+def _images(seed=0, count=4):
+    return torch.rand(count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    ("student", "prompts", "reconstruction"),
+    list(itertools.product(["unet", "symmetric"], [True, False], [True, False])),
+)
+def test_every_switch_trains_and_the_teacher_stays_frozen(student, prompts, reconstruction):
+    config = _config(
+        **{
+            "rgpkd.student": student,
+            "rgpkd.prompts": prompts,
+            "rgpkd.reconstruction": reconstruction,
+        }
+    )
+    model = build_model(config)
+    assert (model.bank is None) == (not prompts)
+    model.prepare([_images(1), _images(2)])
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    for step in range(2):
+        loss, parts = model.training_loss({"image": _images(step)})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert ("image_ssim" in parts) == reconstruction and "distillation" in parts
+    assert all(p.grad is not None for p in model.student.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in model.teacher.parameters())
+    for key, value in model.teacher.state_dict().items():
+        assert torch.equal(value, teacher_before[key]), key  # bit-identical, statistics too
+    model.eval()
+    with torch.no_grad():
+        anomaly_map, score = model.predict(_images(9))
+    assert anomaly_map.shape == (4, 1, SIZE, SIZE) and score.shape == (4,)
+    assert torch.all(anomaly_map >= 0)
+
+
+def test_the_student_differs_from_the_teacher_by_design():
+    model = build_model(_config())
+    assert sum(p.numel() for p in model.student.parameters()) != sum(
+        p.numel() for p in model.teacher.parameters()
+    )
+    assert hasattr(model.student, "encoder")  # asymmetric: its own encoder sees the image
+
+
+def test_bank_respects_its_size_and_memory_bounds():
+    per_entry = (
+        64 * 16 * 16 + 128 * 8 * 8 + 256 * 4 * 4
+    ) * 2  # float16 bytes, resnet18 layers 1-3 at 64 px
+    model = build_model(_config(**{"rgpkd.bank_max_mb": 3.5 * per_entry / 2**20}))
+    model.prepare([_images(0, 8), _images(1, 8)])
+    assert model.bank.size == 3
+    stored = sum(getattr(model.bank, f"scale{i}").nbytes for i in range(3))
+    assert stored <= 3.5 * per_entry
+    small = build_model(_config(**{"rgpkd.bank_size": 2}))
+    small.prepare([_images(0, 8)])
+    assert small.bank.size == 2
+
+
+def test_retrieval_returns_the_most_similar_entry_and_skips_itself_in_training():
+    bank = PromptBank(1)
+    keys = torch.eye(4)
+    bank.fill(keys, [torch.arange(4.0).view(4, 1, 1, 1)])
+    query = torch.nn.functional.normalize(
+        torch.tensor([[0.1, 0.9, 0.3, 0.0], [0.0, 0.2, 0.1, 0.95]]), dim=1
+    )
+    assert bank.retrieve(query, topk=1, exclude_self=False).tolist() == [[1], [3]]
+    assert bank.retrieve(keys[[2]], topk=1, exclude_self=False).tolist() == [[2]]
+    assert bank.retrieve(keys[[2]], topk=1, exclude_self=True).tolist() != [[2]]
+    assert bank.entries(torch.tensor([[3]]))[0].flatten().tolist() == [3.0]
+
+
+def test_coreset_sampling_covers_every_cluster():
+    centres = torch.nn.functional.normalize(
+        torch.randn(4, 16, generator=torch.Generator().manual_seed(0)), dim=1
+    )
+    keys = torch.nn.functional.normalize(
+        centres.repeat_interleave(10, 0) + 0.01 * torch.randn(40, 16), dim=1
+    )
+    chosen = select_bank_entries(keys, 4, "coreset", seed=0)
+    assert sorted(set((chosen // 10).tolist())) == [0, 1, 2, 3]
+
+
+def test_prompts_change_the_prediction_and_can_be_switched_off_at_inference():
+    config = _config()
+    model = build_model(config)
+    model.prepare([_images(3)])
+    model.eval()
+    with torch.no_grad():
+        with_prompts = model.predict(_images(4))[0]
+        model.config = config.with_overrides({"rgpkd.prompts_at_inference": False})
+        without = model.predict(_images(4))[0]
+    assert not torch.allclose(with_prompts, without)
+
+
+def test_the_bank_travels_in_the_checkpoint(tmp_path):
+    model = build_model(_config())
+    model.prepare([_images(5)])
+    torch.save({"model": model.state_dict()}, tmp_path / "ckpt.pt")
+    fresh = build_model(_config(), load_weights=False)
+    fresh.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"])
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(_images(6))[0], fresh.predict(_images(6))[0])
+
+
+def test_rgpkd_warms_up_then_decays_linearly_by_default():
+    config = _config(**{"train.epochs": 6, "train.warmup_epochs": 2})
+    assert config.scheduler == "warmup_linear" and Config().scheduler == "cosine"
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = make_scheduler(optimizer, config)
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25])
+
+
+def test_short_training_lowers_the_loss_and_beats_the_untrained_student(tmp_path):
+    config = _config(**{"data.category": "brick", "train.epochs": 6})
+    seed_everything(config.train.seed)
+    setup = prepare_training(config)
+    untrained = build_model(config)
+    untrained.prepare(setup.clean_batches(8))
+    maps, scores = infer(untrained, [setup.images], torch.device("cpu"))
+    before = anomaly_metrics(maps, setup.masks, scores, setup.labels)
+    result = fit(config, tmp_path, callbacks=())
+    assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
+    assert result.best_metrics["val_au_pro"] > before["au_pro"] + 0.03
+    assert result.best_metrics["val_pixel_auroc"] > before["pixel_auroc"] + 0.2
+    assert load_checkpoint(result.best_checkpoint)["model"]["bank.keys"].shape[0] > 0
+
+
+def test_cli_end_to_end_with_method_rgpkd(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--method",
+        "rgpkd",
+        "--data",
+        "synthetic",
+        "--category",
+        "coffee",
+        "--image-size",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--weights",
+        "none",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["method"] == "rgpkd"
+    assert all(
+        0.0 <= metrics[k] <= 1.0 for k in ("image_auroc", "pixel_auroc", "au_pro", "pixel_f1_max")
+    )
+    best = out / "checkpoints" / "rgpkd_coffee_best.pt"
+    assert main(["evaluate", "--checkpoint", str(best), "--out", str(tmp_path / "eval")]) == 0
+    image = next((out / "heatmaps" / "hole").glob("*.png"))
+    assert (
+        main(["predict", "--checkpoint", str(best), str(image), "--out", str(tmp_path / "pred")])
+        == 0
+    )
+    assert json.loads((tmp_path / "pred" / "scores.json").read_text())[0]["score"] > 0
