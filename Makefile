@@ -20,17 +20,21 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/pagmfr demo --out runs/demo
+	$(BIN)/python studies/ablation.py --preset smoke --name demo-smoke \
+		--storage-path runs/demo/study --tracking-uri sqlite:///runs/demo/mlflow.db
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check pagmfr tests benchmarks
-	$(BIN)/ruff format --check pagmfr tests benchmarks
+	$(BIN)/ruff check pagmfr tests benchmarks studies
+	$(BIN)/ruff format --check pagmfr tests benchmarks studies
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/generator.py
+	$(BIN)/python benchmarks/harness.py
+	$(BIN)/python benchmarks/train_step.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -21,6 +21,7 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory):
     """The embedded dataset behind ``data.root = "synthetic"`` goes to a per-session cache."""
     os.environ["PAGMFR_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token auth on by default
     os.environ.setdefault("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
 
 

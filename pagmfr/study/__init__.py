@@ -1,0 +1,23 @@
+"""Studies: Ray Tune runs the trials, Optuna schedules searches, MLflow records everything."""
+
+from pagmfr.study.cells import Cell, ablation_cells, cell_key
+from pagmfr.study.runner import (
+    StudyOptions,
+    StudySummary,
+    init_ray,
+    load_best_config,
+    run_ablation,
+    run_hpo,
+)
+
+__all__ = [
+    "Cell",
+    "StudyOptions",
+    "StudySummary",
+    "ablation_cells",
+    "cell_key",
+    "init_ray",
+    "load_best_config",
+    "run_ablation",
+    "run_hpo",
+]

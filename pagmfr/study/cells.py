@@ -1,0 +1,108 @@
+"""Study cells: (method, variant, category, seed) with a stable key.
+
+The key hashes everything that changes a cell's result (the full config and a fingerprint of
+the category's data) and nothing that does not (where the data lives, loader workers, device),
+so re-running a study recognises finished cells even from another machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pagmfr.config import Config
+from pagmfr.data.dataset import MVTecAD
+from pagmfr.data.pipeline import resolve_data_root
+
+NOT_IN_KEY = ("data.root", "data.num_workers", "train.device")
+
+
+@dataclass(frozen=True)
+class Cell:
+    variant: str
+    category: str
+    seed: int
+    config: Config = field(compare=False, hash=False)
+    key: str = ""
+    fingerprint: str = ""
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}/{self.category}/seed{self.seed}"
+
+    def spec(self) -> dict[str, Any]:
+        """What a trial receives: plain data, so it travels to any worker."""
+        return {
+            "key": self.key,
+            "variant": self.variant,
+            "category": self.category,
+            "seed": self.seed,
+            "method": self.method,
+            "fingerprint": self.fingerprint,
+            "config": self.config.to_flat(),
+        }
+
+
+@cache
+def data_fingerprint(root: str, category: str) -> str:
+    """Train and test files of one category; a readable marker when the data is broken (the
+    trial then fails with the real error and is recorded as failed)."""
+    try:
+        resolved = resolve_data_root(root)
+        train = MVTecAD(resolved, category, "train", 32).fingerprint()
+        test = MVTecAD(resolved, category, "test", 32).fingerprint()
+    except (ValueError, OSError) as err:
+        return "unreadable-" + hashlib.sha256(str(err).encode()).hexdigest()[:12]
+    return hashlib.sha256(f"{train}:{test}".encode()).hexdigest()[:32]
+
+
+def cell_key(config: Config, fingerprint: str) -> str:
+    flat = {k: v for k, v in config.to_flat().items() if k not in NOT_IN_KEY}
+    payload = json.dumps({"config": flat, "data": fingerprint}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def make_cell(variant: str, category: str, seed: int, config: Config) -> Cell:
+    config = config.with_overrides({"data.category": category, "train.seed": seed})
+    fingerprint = data_fingerprint(str(config.data.root), category)
+    return Cell(variant, category, seed, config, cell_key(config, fingerprint), fingerprint)
+
+
+def ablation_cells(
+    base: Config,
+    variants: Mapping[str, Mapping[str, Any]],
+    categories: Iterable[str],
+    seeds: Iterable[int],
+) -> list[Cell]:
+    """Every variant x category x seed; a variant is a dict of dotted overrides of ``base``."""
+    cells = []
+    for variant, overrides in variants.items():
+        try:
+            config = base.with_overrides(dict(overrides))
+        except ValueError as err:
+            raise ValueError(f"variant {variant!r}: {err}") from err
+        cells += [
+            make_cell(variant, category, seed, config) for category in categories for seed in seeds
+        ]
+    keys = [c.key for c in cells]
+    duplicates = {c.name for c in cells if keys.count(c.key) > 1}
+    if duplicates:
+        raise ValueError(
+            f"variants give identical cells (same config): {', '.join(sorted(duplicates))}"
+        )
+    return cells
+
+
+def cell_dir(storage_path: str | Path, study: str, key: str) -> Path:
+    """A cell's working folder, stable across runs of the study: a restarted driver's trial
+    resumes from the ``last.pt`` it finds there."""
+    return Path(storage_path) / study / "cells" / key

@@ -1,0 +1,156 @@
+"""The command line shared by the study scripts in ``studies/``: the scripts declare what to
+sweep (variants, search space, presets); this parses the options and runs it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pagmfr.config import Config, parse_set_arguments
+
+ALL = "all"
+
+
+def _parser(description: str, presets: Mapping[str, Mapping[str, Any]]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", choices=sorted(presets), default="smoke")
+    parser.add_argument(
+        "--data", help='MVTec AD-layout folder, or "synthetic" (the embedded dataset)'
+    )
+    parser.add_argument("--categories", nargs="+", help="default: the preset's")
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: the preset's")
+    parser.add_argument("--name", help="study name: MLflow experiment and storage folder")
+    parser.add_argument(
+        "--tracking-uri",
+        default="sqlite:///mlflow.db",
+        help="MLflow store (sqlite:///mlflow.db on one node; http://HEAD:5000 on a cluster)",
+    )
+    parser.add_argument(
+        "--storage-path", default="runs", help="Tune storage and cell folders (or s3://...)"
+    )
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="fractions pack trials onto a GPU"
+    )
+    parser.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
+    parser.add_argument(
+        "--max-concurrent", type=int, help="trials at once (default: as resources allow)"
+    )
+    parser.add_argument(
+        "--base-config", type=Path, help="best_config.json exported by studies/hpo.py"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config"
+    )
+    parser.add_argument(
+        "--keep-checkpoints", action="store_true", help="store best checkpoints in MLflow"
+    )
+    return parser
+
+
+def _base_config(args: argparse.Namespace, preset: Mapping[str, Any]) -> Config:
+    from pagmfr.study.runner import load_best_config
+
+    overrides: dict[str, Any] = dict(preset.get("overrides", {}))
+    if args.base_config:
+        overrides.update(load_best_config(args.base_config))
+    data = args.data or preset.get("data")
+    if not data:
+        raise SystemExit(
+            f"pagmfr: error: the {args.preset} preset needs --data (an MVTec AD folder)"
+        )
+    overrides["data.root"] = str(data)
+    overrides.update(parse_set_arguments(args.set))
+    return Config().with_overrides(overrides)
+
+
+def _options(args: argparse.Namespace, default_name: str):
+    from pagmfr.study.runner import StudyOptions
+
+    return StudyOptions(
+        name=args.name or default_name,
+        tracking_uri=args.tracking_uri,
+        storage_path=args.storage_path,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures,
+        max_concurrent_trials=args.max_concurrent,
+        keep_checkpoint=args.keep_checkpoints,
+    )
+
+
+def ablation_main(
+    variants: Mapping[str, Mapping[str, Any]],
+    presets: Mapping[str, Mapping[str, Any]],
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> int:
+    parser = _parser(description, presets)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        help=f"default: the preset's; '{ALL}' or names from {list(variants)}",
+    )
+    args = parser.parse_args(argv)
+    preset = presets[args.preset]
+    try:
+        base = _base_config(args, preset)
+        chosen = args.variants or preset.get("variants", [ALL])
+        chosen = list(variants) if chosen == [ALL] else chosen
+        unknown = [v for v in chosen if v not in variants]
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; known: {', '.join(variants)}")
+        from pagmfr.study.runner import run_ablation
+
+        summary = run_ablation(
+            base,
+            {v: variants[v] for v in chosen},
+            args.categories or preset["categories"],
+            args.seeds or preset["seeds"],
+            _options(args, f"ablation-{args.preset}"),
+        )
+    except (ValueError, OSError) as err:
+        print(f"pagmfr: error: {err}")
+        return 2
+    print(summary.describe())
+    return 1 if summary.failed else 0
+
+
+def hpo_main(
+    space,
+    presets: Mapping[str, Mapping[str, Any]],
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> int:
+    parser = _parser(description, presets)
+    parser.add_argument("--trials", type=int, help="default: the preset's")
+    parser.add_argument("--metric", default="val_au_pro", help="a validation metric (val_*)")
+    parser.add_argument("--out", type=Path, help="where to write best_config.json")
+    args = parser.parse_args(argv)
+    preset = presets[args.preset]
+    try:
+        base = _base_config(args, preset)
+        category = (args.categories or preset["categories"])[0]
+        seed = (args.seeds or preset["seeds"])[0]
+        from pagmfr.study.runner import run_hpo
+
+        path = run_hpo(
+            base,
+            space,
+            category,
+            args.trials or preset["trials"],
+            _options(args, f"hpo-{args.preset}"),
+            seed=seed,
+            metric=args.metric,
+            out=args.out,
+        )
+    except (ValueError, OSError) as err:
+        print(f"pagmfr: error: {err}")
+        return 2
+    print(f"best config: {path}\n{json.dumps(json.loads(path.read_text())['overrides'], indent=2)}")
+    return 0

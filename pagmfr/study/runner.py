@@ -1,0 +1,266 @@
+"""Running studies: an ablation grid or an Optuna search, on a local Ray or a cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from pagmfr.config import Config
+from pagmfr.study.cells import Cell, ablation_cells, cell_key, data_fingerprint
+from pagmfr.study.recorder import MLflowRecorder
+from pagmfr.study.tracking import StudyTracker
+from pagmfr.study.trainable import run_cell
+
+
+@dataclass
+class StudyOptions:
+    """Where and how a study runs; every field has a sensible local default."""
+
+    name: str
+    tracking_uri: str = "sqlite:///mlflow.db"
+    storage_path: str = "runs"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    #: Retries of a failing trial within one run of the study (Tune's FailureConfig).
+    max_failures: int = 1
+    max_concurrent_trials: int | None = None
+    checkpoint_every: int = 1
+    #: Also store each cell's best checkpoint as an MLflow artifact.
+    keep_checkpoint: bool = False
+    verbose: int = 1
+
+    def storage(self) -> str:
+        """Tune wants an absolute path or a URI (s3://...)."""
+        return (
+            self.storage_path
+            if "://" in self.storage_path
+            else str(Path(self.storage_path).resolve())
+        )
+
+
+@dataclass
+class StudySummary:
+    name: str
+    cells: int
+    already_finished: int
+    trained: int
+    failed: list[str] = field(default_factory=list)
+    tracking_uri: str = ""
+
+    def describe(self) -> str:
+        lines = [
+            f"study {self.name}: {self.cells} cells, {self.already_finished} already finished, "
+            f"{self.trained} trained now, {len(self.failed)} failed",
+        ]
+        lines += [
+            f"  failed: {name} (error recorded in MLflow; re-run the study to retry)"
+            for name in self.failed
+        ]
+        lines.append(f"MLflow records: mlflow ui --backend-store-uri {self.tracking_uri}")
+        return "\n".join(lines)
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Join the cluster this process belongs to (RAY_ADDRESS, or the one ``ray start`` / ``ray
+    up`` started on this node, as under ``ray submit``); otherwise start a local Ray."""
+    if ray.is_initialized():
+        return
+    joining = "RAY_ADDRESS" in os.environ
+    ray.init(num_cpus=None if joining else num_cpus, log_to_driver=False, include_dashboard=False)
+
+
+def _tuner(
+    param_space,
+    options: StudyOptions,
+    tracker: StudyTracker,
+    spec_of,
+    tune_config,
+    experiment: str,
+    plan: SearchPlan | None = None,
+) -> tuple[tune.Tuner, MLflowRecorder]:
+    recorder = MLflowRecorder(tracker, spec_of)
+    study = {
+        "name": options.name,
+        "storage_path": options.storage(),
+        "checkpoint_every": options.checkpoint_every,
+        "keep_checkpoint": options.keep_checkpoint,
+        "plan": plan,
+    }
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(run_cell, study=study), resources),
+        param_space=param_space,
+        tune_config=tune_config,
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=options.storage(),
+            callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=options.verbose,
+        ),
+    )
+    return tuner, recorder
+
+
+def run_ablation(
+    base: Config,
+    variants: Mapping[str, Mapping[str, Any]],
+    categories: Iterable[str],
+    seeds: Iterable[int],
+    options: StudyOptions,
+) -> StudySummary:
+    """Every variant x category x seed, each cell once: cells already finished in MLflow are
+    skipped, unfinished ones resume from their last checkpoint, failed ones are retried."""
+    cells = ablation_cells(base, variants, list(categories), list(seeds))
+    tracker = StudyTracker(options.tracking_uri, options.name)
+    finished = tracker.finished_keys()
+    pending = [cell for cell in cells if cell.key not in finished]
+    summary = StudySummary(
+        options.name, len(cells), len(cells) - len(pending), 0, tracking_uri=options.tracking_uri
+    )
+    _log(
+        f"study {options.name}: {len(cells)} cells, {len(cells) - len(pending)} already finished, "
+        f"{len(pending)} to run"
+    )
+    if pending:
+        init_ray()
+        names = {cell.key: cell.name for cell in cells}
+        tuner, recorder = _tuner(
+            {"cell": tune.grid_search([cell.spec() for cell in pending])},
+            options,
+            tracker,
+            lambda params: params["cell"],
+            tune.TuneConfig(
+                max_concurrent_trials=options.max_concurrent_trials,
+                reuse_actors=True,
+                trial_name_creator=lambda trial: names[trial.config["cell"]["key"]].replace(
+                    "/", "_"
+                ),
+                trial_dirname_creator=lambda trial: trial.config["cell"]["key"],
+            ),
+            experiment=f"{options.name}-ablation",
+        )
+        tuner.fit()
+        summary.trained = len(recorder.finished)
+        summary.failed = [names[key] for key in recorder.failed]
+    tracker.close_study({"cells": len(cells), "failed": len(summary.failed)})
+    return summary
+
+
+# ---- hyper-parameter search ----
+
+SearchSpace = Callable[[Any], dict[str, Any] | None]  # Optuna define-by-run: trial -> constants
+
+
+@dataclass
+class SearchPlan:
+    """Turns an HPO trial's sampled overrides into a cell spec (one cell per trial)."""
+
+    base: Config
+    category: str
+    seed: int
+
+    def config_for(self, params: Mapping[str, Any]) -> Config:
+        overrides = {k: v for k, v in params.items() if "." in k or k == "method"}
+        return self.base.with_overrides(
+            {**overrides, "data.category": self.category, "train.seed": self.seed}
+        )
+
+    def spec_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        config = self.config_for(params)
+        fingerprint = data_fingerprint(str(config.data.root), self.category)
+        key = cell_key(config, fingerprint)
+        variant = "hpo-" + key[:8]
+        return Cell(variant, self.category, self.seed, config, key, fingerprint).spec()
+
+
+def run_hpo(
+    base: Config,
+    space: SearchSpace,
+    category: str,
+    trials: int,
+    options: StudyOptions,
+    seed: int = 0,
+    metric: str = "val_au_pro",
+    sampler: Any = None,
+    grace_period: int = 1,
+    out: str | Path | None = None,
+) -> Path:
+    """An Optuna search (seeded TPE unless ``sampler`` is given) over ``space``, with ASHA early
+    stopping on a validation metric (never a test metric). Writes the best trial's overrides as
+    JSON, usable as an ablation study's base, and returns its path."""
+    if not metric.startswith("val_"):
+        raise ValueError(f"HPO must optimise a validation metric (val_*), not {metric!r}")
+    import optuna
+
+    plan = SearchPlan(base, category, seed)
+    tracker = StudyTracker(options.tracking_uri, options.name)
+    init_ray()
+    search = OptunaSearch(
+        space=space,
+        metric=metric,
+        mode="max",
+        sampler=sampler or optuna.samplers.TPESampler(seed=seed),
+    )
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=base.train.epochs + 1,
+        grace_period=grace_period,
+        reduction_factor=2,
+    )
+    tuner, recorder = _tuner(
+        {},
+        options,
+        tracker,
+        plan.spec_for,
+        tune.TuneConfig(
+            search_alg=search,
+            scheduler=scheduler,
+            num_samples=trials,
+            metric=metric,
+            mode="max",
+            reuse_actors=True,
+            max_concurrent_trials=options.max_concurrent_trials,
+        ),
+        experiment=f"{options.name}-hpo",
+        plan=plan,
+    )
+    results = tuner.fit()
+    best = results.get_best_result(metric=metric, mode="max", scope="all")
+    overrides = {k: v for k, v in best.config.items() if "." in k}
+    out = Path(out or Path(options.storage()) / options.name / "best_config.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "study": options.name,
+        "metric": metric,
+        "value": best.metrics_dataframe[metric].max(),
+        "overrides": overrides,
+        "config": plan.config_for(overrides).to_flat(),
+    }
+    out.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    tracker.close_study({"trials": trials, "failed": len(recorder.failed), "best_config": str(out)})
+    _log(f"best {metric} {record['value']:.4f} with {overrides}\nbest config: {out}")
+    return out
+
+
+def load_best_config(path: str | Path) -> dict[str, Any]:
+    """The overrides an HPO study exported, to use as an ablation study's base."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"best-config file not found: {path}")
+    return json.loads(path.read_text())["overrides"]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
