@@ -22,6 +22,7 @@ demo: $(VENV)/.installed
 	$(BIN)/pagmfr demo --out runs/demo
 	$(BIN)/python studies/ablation.py --preset smoke --name demo-smoke \
 		--storage-path runs/demo/study --tracking-uri sqlite:///runs/demo/mlflow.db
+	$(BIN)/pagmfr report --study demo-smoke --tracking-uri sqlite:///runs/demo/mlflow.db --out runs/demo/report
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
@@ -35,6 +36,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/generator.py
 	$(BIN)/python benchmarks/harness.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -111,6 +111,35 @@ def _print_metrics(metrics: dict, out: Path) -> None:
     )
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pagmfr.report import report_folders, report_study
+
+    options = {
+        "metrics": _split(args.metrics),
+        "reference": args.reference,
+        "formats": _split(args.format),
+        "decimals": args.decimals,
+        "percent": not args.raw,
+    }
+    if args.folders:
+        report = report_folders(args.folders, args.out, **options)
+    elif args.study:
+        report = report_study(args.tracking_uri, args.study, args.out, **options)
+    else:
+        raise ValueError("give --study NAME (with --tracking-uri) or one or more training folders")
+    print(
+        f"{len(report.tables)} table(s); {report.duplicates_dropped} duplicate run(s) dropped; "
+        f"{len(report.missing)} missing cell(s)"
+    )
+    for path in report.files:
+        print(f"  {path}")
+    return 0
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pagmfr.demo import run_demo
 
@@ -193,6 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True)
     predict.add_argument("--device")
     predict.set_defaults(run=_predict)
+
+    report = commands.add_parser(
+        "report", help="ablation tables from a study (or training folders)"
+    )
+    report.add_argument(
+        "folders", nargs="*", help="stand-alone `pagmfr train` folders (metrics.json)"
+    )
+    report.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    report.add_argument("--study", help="the study's name (its MLflow experiment)")
+    report.add_argument("--metrics", default="image_auroc,pixel_auroc,au_pro")
+    report.add_argument(
+        "--reference", help='the variant others are compared with (default "full model")'
+    )
+    report.add_argument("--format", default="latex,md,csv,html")
+    report.add_argument("--decimals", type=int, default=1)
+    report.add_argument("--raw", action="store_true", help="values as fractions, not percent")
+    report.add_argument("--out", required=True)
+    report.set_defaults(run=_report)
 
     demo = commands.add_parser("demo", help="the quickstart's main job on the embedded data")
     demo.add_argument("--out", default="runs/demo")

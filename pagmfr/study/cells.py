@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from pagmfr.categories import category_kind
 from pagmfr.config import Config
 from pagmfr.data.dataset import MVTecAD
 from pagmfr.data.pipeline import resolve_data_root
@@ -30,6 +31,7 @@ class Cell:
     config: Config = field(compare=False, hash=False)
     key: str = ""
     fingerprint: str = ""
+    kind: str = ""
 
     @property
     def method(self) -> str:
@@ -46,6 +48,7 @@ class Cell:
             "variant": self.variant,
             "category": self.category,
             "seed": self.seed,
+            "kind": self.kind,
             "method": self.method,
             "fingerprint": self.fingerprint,
             "config": self.config.to_flat(),
@@ -71,10 +74,21 @@ def cell_key(config: Config, fingerprint: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
+def kind_of(config: Config) -> str:
+    """The category's kind as training will see it (the report groups rows by it)."""
+    try:
+        root = resolve_data_root(str(config.data.root))
+    except OSError:
+        root = None
+    return config.data.kind or category_kind(config.data.category, root=root)
+
+
 def make_cell(variant: str, category: str, seed: int, config: Config) -> Cell:
     config = config.with_overrides({"data.category": category, "train.seed": seed})
     fingerprint = data_fingerprint(str(config.data.root), category)
-    return Cell(variant, category, seed, config, cell_key(config, fingerprint), fingerprint)
+    return Cell(
+        variant, category, seed, config, cell_key(config, fingerprint), fingerprint, kind_of(config)
+    )
 
 
 def ablation_cells(

@@ -16,7 +16,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from pagmfr.config import Config
-from pagmfr.study.cells import Cell, ablation_cells, cell_key, data_fingerprint
+from pagmfr.study.cells import Cell, ablation_cells, cell_key, data_fingerprint, kind_of
 from pagmfr.study.recorder import MLflowRecorder
 from pagmfr.study.tracking import StudyTracker
 from pagmfr.study.trainable import run_cell
@@ -182,7 +182,9 @@ class SearchPlan:
         fingerprint = data_fingerprint(str(config.data.root), self.category)
         key = cell_key(config, fingerprint)
         variant = "hpo-" + key[:8]
-        return Cell(variant, self.category, self.seed, config, key, fingerprint).spec()
+        return Cell(
+            variant, self.category, self.seed, config, key, fingerprint, kind_of(config)
+        ).spec()
 
 
 def run_hpo(

@@ -81,6 +81,7 @@ class StudyTracker:
             "method": spec["method"],
             "variant": spec["variant"],
             "category": spec["category"],
+            "kind": spec["kind"],
             "seed": str(spec["seed"]),
             "cell_key": spec["key"],
             "data_fingerprint": spec["fingerprint"],

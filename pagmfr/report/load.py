@@ -1,0 +1,118 @@
+"""A study's runs as one tidy DataFrame: from MLflow, or from stand-alone training folders."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+
+from pagmfr.categories import category_kind
+
+COLUMNS = ["run_id", "variant", "method", "category", "kind", "seed", "status", "end_time", "error"]
+
+
+def _check_reachable(tracking_uri: str) -> None:
+    """Fail fast and clearly: MLflow's own client retries an unreachable server for minutes,
+    and silently creates an empty sqlite store at a mistyped path."""
+    if tracking_uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=5)
+        except OSError as err:
+            raise ConnectionError(
+                f"cannot reach the MLflow tracking server at {tracking_uri} ({err}); "
+                "is `mlflow server` running there?"
+            ) from err
+    elif tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise FileNotFoundError(f"no MLflow store at {path} (from {tracking_uri})")
+
+
+def runs_from_mlflow(tracking_uri: str, study: str) -> pd.DataFrame:
+    """Every cell run of ``study`` (any status), with tags, params and metrics as columns."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    _check_reachable(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        raise ValueError(
+            f"no study {study!r} in {tracking_uri}; studies there: {', '.join(names) or 'none'}"
+        )
+    mlflow.set_tracking_uri(tracking_uri)
+    raw = mlflow.search_runs(
+        [experiment.experiment_id], filter_string="tags.role = 'cell'", max_results=100_000
+    )
+    if raw.empty:
+        raise ValueError(f"study {study!r} has no cell runs yet")
+    runs = pd.DataFrame(
+        {
+            "run_id": raw["run_id"],
+            "variant": raw["tags.variant"],
+            "method": raw["tags.method"],
+            "category": raw["tags.category"],
+            "kind": raw.get("tags.kind", pd.Series(index=raw.index, dtype=object)),
+            "seed": raw["tags.seed"].astype(int),
+            "status": raw["status"],
+            "end_time": raw["end_time"],
+            "error": raw.get("tags.error", pd.Series(index=raw.index, dtype=object)),
+        }
+    )
+    runs["kind"] = [
+        k if isinstance(k, str) and k else category_kind(c)
+        for k, c in zip(runs["kind"], runs["category"], strict=True)
+    ]
+    metrics = raw[[c for c in raw.columns if c.startswith("metrics.")]].rename(
+        columns=lambda c: c[len("metrics.") :]
+    )
+    extra = raw[[c for c in raw.columns if c.startswith(("params.", "tags."))]]
+    return pd.concat([runs, metrics, extra], axis=1)
+
+
+def runs_from_folders(folders: list[str | Path]) -> pd.DataFrame:
+    """Stand-alone ``pagmfr train`` folders (their metrics.json): one row each."""
+    rows = []
+    for folder in folders:
+        path = Path(folder) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{folder}: no metrics.json (is it a `pagmfr train --out` folder?)"
+            )
+        record = json.loads(path.read_text())
+        config = record["config"]
+        root = Path(str(config.get("data.root", "")))
+        kind = config.get("data.kind") or category_kind(
+            config["data.category"], root=root if root.is_dir() else None
+        )
+        row = {
+            "run_id": str(folder),
+            "variant": config["method"],
+            "method": config["method"],
+            "category": config["data.category"],
+            "kind": kind,
+            "seed": int(record["seed"]),
+            "status": "FINISHED",
+            "end_time": path.stat().st_mtime,
+            "error": None,
+        }
+        row.update(
+            {
+                k: v
+                for k, v in record.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def keep_latest_finished(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One run per (variant, category, seed): the latest finished. Returns it and how many
+    finished duplicates (e.g. of a restored trial) were dropped."""
+    finished = runs[runs["status"] == "FINISHED"].sort_values("end_time")
+    kept = finished.drop_duplicates(["variant", "category", "seed"], keep="last")
+    return kept, len(finished) - len(kept)
