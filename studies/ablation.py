@@ -13,7 +13,7 @@ end. Results go to MLflow, one run per cell.
 import sys
 
 from pagmfr.categories import MVTEC_AD_CATEGORIES
-from pagmfr.study.cli import ablation_main
+from pagmfr.study.cli import SMOKE_TRAINING, ablation_main
 
 VARIANTS = {
     "full model": {},
@@ -45,13 +45,7 @@ PRESETS = {
         "categories": ["brick", "coins"],
         "seeds": [0],
         "variants": ["full model", "w/o MFFM"],
-        "overrides": {
-            "data.image_size": 64,
-            "train.epochs": 2,
-            "train.batch_size": 8,
-            "backbone.weights": "none",
-            "anomaly.smoothing_sigma": 1.0,
-        },
+        "overrides": SMOKE_TRAINING,
     },
     "paper": {
         "categories": list(MVTEC_AD_CATEGORIES),

@@ -11,7 +11,7 @@ with --base-config.
 
 import sys
 
-from pagmfr.study.cli import hpo_main
+from pagmfr.study.cli import SMOKE_TRAINING, hpo_main
 
 
 def space(trial):
@@ -32,13 +32,7 @@ PRESETS = {
         "categories": ["brick"],
         "seeds": [0],
         "trials": 3,
-        "overrides": {
-            "data.image_size": 64,
-            "train.epochs": 2,
-            "train.batch_size": 8,
-            "backbone.weights": "none",
-            "anomaly.smoothing_sigma": 1.0,
-        },
+        "overrides": SMOKE_TRAINING,
     },
     "paper": {
         "categories": ["carpet"],

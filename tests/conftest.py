@@ -30,3 +30,28 @@ def _fresh_image_cache():
     IMAGE_CACHE.clear()
     yield
     IMAGE_CACHE.clear()
+
+
+@pytest.fixture
+def quick_train_args():
+    """``pagmfr train`` arguments for a 1-epoch, 64 px run on the embedded data."""
+
+    def args(category: str, out: Path, *extra: str) -> list[str]:
+        return [
+            "train",
+            "--data",
+            "synthetic",
+            "--category",
+            category,
+            "--image-size",
+            "64",
+            "--epochs",
+            "1",
+            "--weights",
+            "none",
+            "--out",
+            str(out),
+            *extra,
+        ]
+
+    return args

@@ -103,25 +103,10 @@ def test_a_nan_loss_stops_the_run_with_a_clear_error(tmp_path):
         fit(_config(**{"train.epochs": 3}), tmp_path, callbacks=(diverge,))
 
 
-def test_choosing_on_the_test_set_is_explicit_and_recorded(tmp_path, capsys):
-    args = [
-        "train",
-        "--data",
-        "synthetic",
-        "--category",
-        "coffee",
-        "--image-size",
-        "64",
-        "--epochs",
-        "1",
-        "--weights",
-        "none",
-        "--out",
-        str(tmp_path),
-        "--set",
-        "validation.select_on_test=true",
-    ]
-    assert main(args) == 0
+def test_choosing_on_the_test_set_is_explicit_and_recorded(tmp_path, quick_train_args):
+    assert (
+        main(quick_train_args("coffee", tmp_path, "--set", "validation.select_on_test=true")) == 0
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["selection"] == "test" and "test_au_pro" in metrics["selection_metrics"]
 

@@ -244,28 +244,9 @@ def test_bad_input_is_named(store, tmp_path, capsys):
     assert "no MLflow store at" in capsys.readouterr().err
 
 
-def test_report_over_stand_alone_training_folders(tmp_path):
+def test_report_over_stand_alone_training_folders(tmp_path, quick_train_args):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                "synthetic",
-                "--category",
-                "gravel",
-                "--image-size",
-                "64",
-                "--epochs",
-                "1",
-                "--weights",
-                "none",
-                "--out",
-                str(run),
-            ]
-        )
-        == 0
-    )
+    assert main(quick_train_args("gravel", run)) == 0
     report = report_folders([run], tmp_path / "report", metrics=["au_pro", "pixel_auroc"])
     table = report.tables[0]
     assert table.variants == ["pagmfr"] and [r.label for r in table.rows][0] == "gravel"

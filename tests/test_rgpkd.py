@@ -168,27 +168,9 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_student(tmp_path
     assert load_checkpoint(result.best_checkpoint)["model"]["bank.keys"].shape[0] > 0
 
 
-def test_cli_end_to_end_with_method_rgpkd(tmp_path, capsys):
+def test_cli_end_to_end_with_method_rgpkd(tmp_path, quick_train_args):
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--method",
-        "rgpkd",
-        "--data",
-        "synthetic",
-        "--category",
-        "coffee",
-        "--image-size",
-        "64",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--weights",
-        "none",
-        "--out",
-        str(out),
-    ]
+    args = quick_train_args("coffee", out, "--method", "rgpkd", "--batch-size", "8")
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["method"] == "rgpkd"

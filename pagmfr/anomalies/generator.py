@@ -83,17 +83,8 @@ def _rebuild(args: dict, rng_state: dict) -> PseudoAnomalyGenerator:
     return generator
 
 
-def make_generator(
-    strategy: str,
-    category_kind: str,
-    texture_dir: str | Path | None = None,
-    object_dir: str | Path | None = None,
-    image_size: int = 256,
-    seed: int = 0,
-    **knobs: Any,
-) -> PseudoAnomalyGenerator:
-    """Build a seeded generator; unknown strategies or knobs fail at once, naming the allowed
-    ones, and user folders are read (and checked) here, not in the middle of training."""
-    return PseudoAnomalyGenerator(
-        strategy, category_kind, texture_dir, object_dir, image_size, seed, **knobs
-    )
+#: Build a seeded generator: ``make_generator(strategy, category_kind, texture_dir=None,
+#: object_dir=None, image_size=256, seed=0, **knobs)``. Unknown strategies or knobs fail at
+#: once, naming the allowed ones, and user folders are read (and checked) here, not in the
+#: middle of training.
+make_generator = PseudoAnomalyGenerator

@@ -13,6 +13,15 @@ from pagmfr.config import Config, parse_set_arguments
 
 ALL = "all"
 
+#: The smoke presets' training: minutes on 2 CPUs, no downloads. A pipeline check, not a result.
+SMOKE_TRAINING = {
+    "data.image_size": 64,
+    "train.epochs": 2,
+    "train.batch_size": 8,
+    "backbone.weights": "none",
+    "anomaly.smoothing_sigma": 1.0,
+}
+
 
 def _parser(description: str, presets: Mapping[str, Mapping[str, Any]]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
