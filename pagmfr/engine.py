@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import resource
 import sys
@@ -91,6 +92,14 @@ def seed_everything(seed: int) -> None:
 def checkpoint_path(out_dir: Path, config: Config, which: str) -> Path:
     """``<out>/checkpoints/<method>_<category>_<best|last>.pt``: predictable, per category."""
     return Path(out_dir) / "checkpoints" / f"{config.method}_{config.data.category}_{which}.pt"
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file, then rename: a process killed mid-write (a lost node, a
+    killed driver) leaves the previous checkpoint intact, never a truncated one."""
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -409,8 +418,8 @@ def fit(
             "data_fingerprint": setup.fingerprint,
         }
         if is_best:
-            torch.save(state, best_path)
-        torch.save(state, last_path)
+            save_checkpoint(state, best_path)
+        save_checkpoint(state, last_path)
         for callback in callbacks:
             callback(EpochReport(epoch, metrics, is_best, last_path.parent, model))
     return FitResult(

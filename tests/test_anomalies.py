@@ -141,6 +141,21 @@ def test_per_sample_streams_do_not_depend_on_the_worker(texture_image):
     assert np.array_equal(generator(texture_image)[0], copy(texture_image)[0])  # state travels too
 
 
+def test_a_sample_does_not_depend_on_what_was_drawn_before(texture_image):
+    """Lazily built Perlin fields must not remember which sample asked first: a resumed run or
+    another loader worker would otherwise draw other masks for the same (epoch, index)."""
+    used = make_generator("texture", "texture", image_size=SIZE, seed=4, normal_probability=0.0)
+    for index in range(40):
+        used(texture_image, rng=used.sample_rng(0, index))
+    fresh = make_generator("texture", "texture", image_size=SIZE, seed=4, normal_probability=0.0)
+    for index in (3, 17, 29):
+        a, b = (
+            used(texture_image, rng=used.sample_rng(2, index)),
+            fresh(texture_image, rng=fresh.sample_rng(2, index)),
+        )
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
 def test_adaptive_puts_object_anomalies_on_the_object(object_image):
     foreground = foreground_mask(object_image)
     disc = np.zeros(object_image.shape[:2], np.uint8)

@@ -58,7 +58,7 @@ class Interrupt(Exception):
 
 
 def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
-    config = _config(**{"data.category": "coins", "train.epochs": 3})
+    config = _config(**{"data.category": "brick", "train.epochs": 3})  # Perlin masks: texture
     straight = fit(config, tmp_path / "straight", callbacks=())
 
     def stop_after_first_epoch(report):

@@ -93,14 +93,16 @@ class PerlinMaskSampler:
         coverage: tuple[float, float] = (0.001, 0.6),
         fields_per_scale: int = 4,
         max_tries: int = 100,
+        seed: int = 0,
     ):
+        self.seed = seed
         self.scale_exponents = scale_exponents
         self.threshold = threshold
         self.rotate = rotate
         self.coverage = coverage
         self.fields_per_scale = fields_per_scale
         self.max_tries = max_tries
-        self._bank: dict[tuple[int, int, int, int], list[np.ndarray]] = {}
+        self._bank: dict[tuple[int, int, int, int, int], np.ndarray] = {}
 
     def _field(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
         lo, hi = self.scale_exponents
@@ -108,13 +110,15 @@ class PerlinMaskSampler:
         # One periodic cell has one lattice point (a flat, faint field): draw such an axis at
         # twice the period and show half of it, so a crop spans one cell with distinct corners.
         tile_x, tile_y = (2 if cells_x == 1 else 1), (2 if cells_y == 1 else 1)
-        key = (height * tile_y, width * tile_x, cells_x * tile_x, cells_y * tile_y)
-        fields = self._bank.setdefault(key, [])
-        pick = int(rng.integers(self.fields_per_scale))
-        while len(fields) <= pick:
-            fields.append(perlin_field(key[0], key[1], key[2:], rng.permutation(256)))
+        key = (height * tile_y, width * tile_x, cells_x * tile_x, cells_y * tile_y,
+               int(rng.integers(self.fields_per_scale)))  # fmt: skip
+        if key not in self._bank:
+            # A field depends on (seed, size, scale, slot) only, never on which sample first
+            # asked for it: samples stay the same in any worker, order or resumed run.
+            permutation = np.random.default_rng([self.seed, *key]).permutation(256)
+            self._bank[key] = perlin_field(key[0], key[1], key[2:4], permutation)
         shift = (rng.integers(key[0]), rng.integers(key[1]))
-        field = np.roll(fields[pick], shift, axis=(0, 1))[:height, :width]
+        field = np.roll(self._bank[key], shift, axis=(0, 1))[:height, :width]
         flip = int(rng.integers(4))  # none, vertical, horizontal, both
         if flip:
             field = cv2.flip(field, (0, 1, -1)[flip - 1])

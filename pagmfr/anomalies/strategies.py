@@ -54,7 +54,12 @@ class StrategyContext:
     def perlin_masks(self) -> PerlinMaskSampler:
         s = self.settings
         return PerlinMaskSampler(
-            s.perlin_scales, s.perlin_threshold, s.rotate, s.coverage, max_tries=s.max_tries
+            s.perlin_scales,
+            s.perlin_threshold,
+            s.rotate,
+            s.coverage,
+            max_tries=s.max_tries,
+            seed=self.seed,
         )
 
 

@@ -116,7 +116,7 @@ def ablation_cells(
     return cells
 
 
-def cell_dir(storage_path: str | Path, study: str, key: str) -> Path:
+def cell_dir(cells_path: str | Path, study: str, key: str) -> Path:
     """A cell's working folder, stable across runs of the study: a restarted driver's trial
     resumes from the ``last.pt`` it finds there."""
-    return Path(storage_path) / study / "cells" / key
+    return Path(cells_path) / study / "cells" / key

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,14 @@ def _parser(description: str, presets: Mapping[str, Mapping[str, Any]]) -> argpa
     parser.add_argument("--name", help="study name: MLflow experiment and storage folder")
     parser.add_argument(
         "--tracking-uri",
-        default="sqlite:///mlflow.db",
-        help="MLflow store (sqlite:///mlflow.db on one node; http://HEAD:5000 on a cluster)",
+        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+        help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; "
+        "http://HEAD:5000 on a cluster)",
     )
     parser.add_argument(
         "--storage-path", default="runs", help="Tune storage and cell folders (or s3://...)"
     )
+    parser.add_argument("--cells-path", help="where cells train; a shared filesystem on a cluster")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument(
         "--gpus-per-trial", type=float, default=0.0, help="fractions pack trials onto a GPU"
@@ -90,6 +93,7 @@ def _options(args: argparse.Namespace, default_name: str):
         max_failures=args.max_failures,
         max_concurrent_trials=args.max_concurrent,
         keep_checkpoint=args.keep_checkpoints,
+        cells_path=args.cells_path,
     )
 
 

@@ -1,8 +1,17 @@
-"""The driver-side Tune callback that records trials in MLflow."""
+"""The driver-side Tune callback that records trials in MLflow, and survives MLflow outages.
+
+Every write is an operation in an ordered queue: when the tracking server cannot be reached,
+the failed operation and everything after it wait and are retried at the next event, and at
+the end of the study until ``flush_timeout_s`` has passed. Nothing is dropped; the summary says
+how long MLflow was unreachable and how many writes were delayed.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,15 +63,74 @@ def _error_text(trial) -> str:
 
 class MLflowRecorder(Callback):
     """Per epoch: metrics at step = epoch (wall time and peak memory included). At the end:
-    test metrics, artifacts from the final checkpoint, FINISHED; or FAILED with the error."""
+    test metrics (and the selected epoch's ``best_val_*``), artifacts from the final
+    checkpoint, FINISHED; or FAILED with the error; ``recovered`` counts node-failure retries."""
 
-    def __init__(self, tracker: StudyTracker, spec_of: Callable[[dict[str, Any]], dict[str, Any]]):
+    def __init__(
+        self,
+        tracker: StudyTracker,
+        spec_of: Callable[[dict[str, Any]], dict[str, Any]],
+        flush_timeout_s: float = 900.0,
+    ):
+        # Fail fast inside MLflow's client: the queue here does the waiting, without stalling Tune.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.tracker = tracker
         self.spec_of = spec_of
+        self.flush_timeout_s = flush_timeout_s
         self.run_ids: dict[str, str] = {}
         self.tested: set[str] = set()
         self.failed: list[str] = []
         self.finished: list[str] = []
+        self.pending: deque[Callable[[], None]] = deque()
+        self.delayed_writes = 0
+        self.unreachable_since: float | None = None
+        self.unreachable_seconds = 0.0
+        self.last_error = ""
+
+    # ---- the write queue ----
+
+    def _write(self, operation: Callable[[], None]) -> None:
+        self.pending.append(operation)
+        self._flush()
+
+    def _flush(self) -> bool:
+        recovering = self.unreachable_since is not None
+        while self.pending:
+            try:
+                self.pending[0]()
+            except Exception as err:  # MLflow down: keep this and later writes, in order
+                if self.unreachable_since is None:
+                    self.unreachable_since = time.time()
+                self.last_error = f"{type(err).__name__}: {err}"[:300]
+                return False
+            self.pending.popleft()
+            self.delayed_writes += recovering  # it waited for MLflow to come back
+        if recovering:
+            self.unreachable_seconds += time.time() - self.unreachable_since
+            self.unreachable_since = None
+        return True
+
+    def flush(self) -> bool:
+        """Retry the delayed writes until they all went through or the timeout passed."""
+        deadline, pause = time.time() + self.flush_timeout_s, 1.0
+        while not self._flush():
+            if time.time() > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 30.0)
+        return True
+
+    def outage_report(self) -> str:
+        if not self.delayed_writes and not self.pending:
+            return ""
+        state = "all delivered" if not self.pending else f"{len(self.pending)} NOT delivered"
+        return (
+            f"MLflow was unreachable for {self.unreachable_seconds:.0f} s ({self.last_error}); "
+            f"{self.delayed_writes} write(s) delayed, {state}"
+        )
+
+    # ---- Tune events ----
 
     def _run(self, trial) -> str:
         if trial.trial_id not in self.run_ids:
@@ -70,10 +138,9 @@ class MLflowRecorder(Callback):
         return self.run_ids[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run(trial)
+        self._write(lambda: self._run(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self._run(trial)
         metrics = _numbers(result)
         if result.get("final"):
             self.tested.add(trial.trial_id)
@@ -81,19 +148,33 @@ class MLflowRecorder(Callback):
                 ("best_" + k if k.startswith(("val_", "test_")) else k): v
                 for k, v in metrics.items()
             }
-        self.tracker.log_metrics(run_id, metrics, step=int(result.get("epoch", iteration)))
+        step = int(result.get("epoch", iteration))
+        self._write(lambda: self.tracker.log_metrics(self._run(trial), metrics, step=step))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        count = getattr(trial, "_pagmfr_recovered", 0) + 1
+        trial._pagmfr_recovered = count
+        self._write(lambda: self.tracker.client.set_tag(self._run(trial), "recovered", str(count)))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self._run(trial)
-        checkpoint = trial.checkpoint
-        if trial.trial_id not in self.tested:  # stopped early by the scheduler (ASHA): no test
-            self.tracker.client.set_tag(run_id, "early_stopped", "true")
-        elif checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                self.tracker.log_artifacts(run_id, folder)
-        self.tracker.finish(run_id)
+        tested, checkpoint = trial.trial_id in self.tested, trial.checkpoint
+
+        def complete() -> None:
+            run_id = self._run(trial)
+            if not tested:  # stopped early by the scheduler (ASHA): no test
+                self.tracker.client.set_tag(run_id, "early_stopped", "true")
+            elif checkpoint is not None:
+                with checkpoint.as_directory() as folder:
+                    self.tracker.log_artifacts(run_id, folder)
+            self.tracker.finish(run_id)
+
+        self._write(complete)
         self.finished.append(self.spec_of(trial.config)["key"])
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.tracker.fail(self._run(trial), _error_text(trial))
+        error = _error_text(trial)
+        self._write(lambda: self.tracker.fail(self._run(trial), error))
         self.failed.append(self.spec_of(trial.config)["key"])
+
+    def on_experiment_end(self, trials, **info):
+        self.flush()

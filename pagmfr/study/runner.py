@@ -37,7 +37,21 @@ class StudyOptions:
     checkpoint_every: int = 1
     #: Also store each cell's best checkpoint as an MLflow artifact.
     keep_checkpoint: bool = False
+    #: Where cells train (``<cells>/<study>/cells/<key>``). A restarted driver's cells resume
+    #: from here, so on a cluster make it a shared filesystem (EFS, NFS). Default: the storage
+    #: path when it is a local folder, else ``~/pagmfr-cells`` on each node (then only Tune's
+    #: checkpoints bring a trial back, after a node failure).
+    cells_path: str | None = None
     verbose: int = 1
+
+    def cells(self) -> str:
+        if self.cells_path:
+            return str(Path(self.cells_path).expanduser().resolve())
+        return (
+            str(Path("~/pagmfr-cells").expanduser())
+            if "://" in self.storage_path
+            else self.storage()
+        )
 
     def storage(self) -> str:
         """Tune wants an absolute path or a URI (s3://...)."""
@@ -56,12 +70,15 @@ class StudySummary:
     trained: int
     failed: list[str] = field(default_factory=list)
     tracking_uri: str = ""
+    mlflow_outage: str = ""
 
     def describe(self) -> str:
         lines = [
             f"study {self.name}: {self.cells} cells, {self.already_finished} already finished, "
             f"{self.trained} trained now, {len(self.failed)} failed",
         ]
+        if self.mlflow_outage:
+            lines.append(f"  {self.mlflow_outage}")
         lines += [
             f"  failed: {name} (error recorded in MLflow; re-run the study to retry)"
             for name in self.failed
@@ -91,7 +108,7 @@ def _tuner(
     recorder = MLflowRecorder(tracker, spec_of)
     study = {
         "name": options.name,
-        "storage_path": options.storage(),
+        "cells_path": options.cells(),
         "checkpoint_every": options.checkpoint_every,
         "keep_checkpoint": options.keep_checkpoint,
         "plan": plan,
@@ -153,6 +170,7 @@ def run_ablation(
         )
         tuner.fit()
         summary.trained = len(recorder.finished)
+        summary.mlflow_outage = recorder.outage_report()
         summary.failed = [names[key] for key in recorder.failed]
     tracker.close_study({"cells": len(cells), "failed": len(summary.failed)})
     return summary
