@@ -4,11 +4,9 @@ simulated multi-node cluster (ray.cluster_utils.Cluster: a 0-CPU head and worker
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -230,51 +228,9 @@ def test_killing_a_worker_node_mid_study_loses_nothing(cluster, tmp_path):
     assert _test_metrics(uri, "reference") == resumed  # CPU determinism: as if never interrupted
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mlflow_server(tmp_path, port):
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "art"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-    def healthy():
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return True
-        except OSError:
-            return False
-
-    _wait_for(healthy, 90, "mlflow server")
-    return server
-
-
-def test_an_mlflow_outage_delays_records_but_loses_none(tmp_path, monkeypatch):
+def test_an_mlflow_outage_delays_records_but_loses_none(tmp_path, monkeypatch, mlflow_server):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # this test's own polling fails fast
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = _mlflow_server(tmp_path, port)
+    uri = mlflow_server.uri
     driver = _study(
         tmp_path,
         "outage",
@@ -282,22 +238,18 @@ def test_an_mlflow_outage_delays_records_but_loses_none(tmp_path, monkeypatch):
         epochs=6,
         extra=("--variants", "full model", "--categories", "brick"),
     )
-    try:
-        _wait_for(lambda: _epochs_logged(uri, "outage"), 240, "the first epochs")
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-        time.sleep(8)  # the study goes on without MLflow
-        server = _mlflow_server(tmp_path, port)
-        output = _finish(driver)
-        assert "MLflow was unreachable" in output and "all delivered" in output
-        runs = _runs(uri, "outage")
-        assert list(runs["status"]) == ["FINISHED"] and runs["metrics.au_pro"].notna().all()
-        history = mlflow.tracking.MlflowClient(uri).get_metric_history(
-            runs.iloc[0]["run_id"], "val_au_pro"
-        )
-        assert sorted({m.step for m in history}) == list(range(6))  # every epoch recorded
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
+    _wait_for(lambda: _epochs_logged(uri, "outage"), 240, "the first epochs")
+    mlflow_server.kill()
+    time.sleep(8)  # the study goes on without MLflow
+    mlflow_server.start()  # same port, same store
+    output = _finish(driver)
+    assert "MLflow was unreachable" in output and "all delivered" in output
+    runs = _runs(uri, "outage")
+    assert list(runs["status"]) == ["FINISHED"] and runs["metrics.au_pro"].notna().all()
+    history = mlflow.tracking.MlflowClient(uri).get_metric_history(
+        runs.iloc[0]["run_id"], "val_au_pro"
+    )
+    assert sorted({m.step for m in history}) == list(range(6))  # every epoch recorded
 
 
 def test_killing_the_driver_on_a_cluster_resumes_on_the_next_run(cluster, tmp_path):

@@ -4,11 +4,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -98,60 +96,19 @@ def test_a_cell_with_broken_data_fails_alone(tmp_path):
     assert "005.png: not a readable image" in runs.loc["broken", "tags.error"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_recording_to_a_real_mlflow_server(tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        uri = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail("mlflow server did not start")
-                time.sleep(0.5)
-        options = _options(tmp_path, name="served", uri=uri)
-        base = Config().with_overrides({**QUICK, "train.epochs": 1})
-        summary = run_ablation(base, {"full model": {}}, ["coins"], [0], options)
-        assert summary.trained == 1
-        runs = _cell_runs(uri, "served")
-        assert list(runs["status"]) == ["FINISHED"] and runs["metrics.au_pro"].notna().all()
-        client = mlflow.tracking.MlflowClient(uri)
-        assert {a.path for a in client.list_artifacts(runs.iloc[0]["run_id"])} == {
-            "heatmaps",
-            "metrics.json",
-        }
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+def test_recording_to_a_real_mlflow_server(tmp_path, mlflow_server):
+    uri = mlflow_server.uri
+    options = _options(tmp_path, name="served", uri=uri)
+    base = Config().with_overrides({**QUICK, "train.epochs": 1})
+    summary = run_ablation(base, {"full model": {}}, ["coins"], [0], options)
+    assert summary.trained == 1
+    runs = _cell_runs(uri, "served")
+    assert list(runs["status"]) == ["FINISHED"] and runs["metrics.au_pro"].notna().all()
+    client = mlflow.tracking.MlflowClient(uri)
+    assert {a.path for a in client.list_artifacts(runs.iloc[0]["run_id"])} == {
+        "heatmaps",
+        "metrics.json",
+    }
 
 
 def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
