@@ -68,7 +68,15 @@ class StudyTracker:
     def open_cell(self, spec: dict[str, Any]) -> str:
         """The cell's run, reopened when it exists (a retry or a resumed study), else created
         with its tags and the full flattened config as params."""
-        existing = self.cell_runs().get(spec["key"])
+        # One cell's runs only: searching the whole study at every trial start would make a
+        # study quadratic in its number of cells.
+        same_key = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.role = 'cell' and tags.cell_key = '{spec['key']}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        existing = same_key[0] if same_key else None
         if existing is not None:
             run_id = existing.info.run_id
             attempts = int(existing.data.tags.get("attempts", "1")) + 1
