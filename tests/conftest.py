@@ -119,3 +119,21 @@ def mlflow_server(tmp_path):
     server.start()
     yield server
     server.kill()
+
+
+def smoke_study_command(name: str, tracking_uri: str, storage: Path, *extra: str) -> list[str]:
+    """``studies/ablation.py --preset smoke`` as a subprocess command (a driver to kill)."""
+    script = Path(__file__).resolve().parent.parent / "studies" / "ablation.py"
+    return [
+        sys.executable,
+        str(script),
+        "--preset",
+        "smoke",
+        "--name",
+        name,
+        "--tracking-uri",
+        tracking_uri,
+        "--storage-path",
+        str(storage),
+        *extra,
+    ]

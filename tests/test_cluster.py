@@ -5,7 +5,6 @@ import copy
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import jsonschema
 import mlflow
 import pytest
 import yaml
+from conftest import smoke_study_command
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,23 +102,16 @@ def _study(tmp_path, name, uri, epochs=4, address=None, extra=()):
     env = {**os.environ}
     if address:
         env["RAY_ADDRESS"] = address
-    command = [
-        sys.executable,
-        str(ROOT / "studies" / "ablation.py"),
-        "--preset",
-        "smoke",
-        "--name",
+    command = smoke_study_command(
         name,
-        "--tracking-uri",
         uri,
-        "--storage-path",
-        str(tmp_path / "runs"),
+        tmp_path / "runs",
         "--set",
         f"train.epochs={epochs}",
         "--max-failures",
         "3",
         *extra,
-    ]
+    )
     return subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

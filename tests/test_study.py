@@ -5,19 +5,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import mlflow
 import pytest
 import ray
+from conftest import smoke_study_command
 
 from pagmfr.config import Config
 from pagmfr.data.pipeline import resolve_data_root
 from pagmfr.study import StudyOptions, load_best_config, run_ablation, run_hpo
 
-ROOT = Path(__file__).resolve().parent.parent
 QUICK = {
     "data.image_size": 64,
     "train.epochs": 2,
@@ -113,20 +111,7 @@ def test_recording_to_a_real_mlflow_server(tmp_path, mlflow_server):
 
 def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [
-        sys.executable,
-        str(ROOT / "studies" / "ablation.py"),
-        "--preset",
-        "smoke",
-        "--name",
-        "killed",
-        "--tracking-uri",
-        uri,
-        "--storage-path",
-        str(tmp_path / "runs"),
-        "--set",
-        "train.epochs=3",
-    ]
+    command = smoke_study_command("killed", uri, tmp_path / "runs", "--set", "train.epochs=3")
     driver = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
