@@ -19,15 +19,9 @@ import ray  # noqa: E402
 from pagmfr.config import Config  # noqa: E402
 from pagmfr.engine import train  # noqa: E402
 from pagmfr.study import StudyOptions, run_ablation  # noqa: E402
+from pagmfr.study.presets import QUICK_TRAINING  # noqa: E402
 
-QUICK = {
-    "data.image_size": 64,
-    "train.epochs": 1,
-    "train.batch_size": 8,
-    "backbone.weights": "none",
-    "data.category": "brick",
-    "anomaly.smoothing_sigma": 1.0,
-}
+QUICK = {**QUICK_TRAINING, "train.epochs": 1, "data.category": "brick"}
 
 
 def main() -> None:

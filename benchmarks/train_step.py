@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from pagmfr.config import Config
-from pagmfr.engine import _autocast, _to_device, prepare_training, resolve_device
+from pagmfr.engine import prepare_training, resolve_device
+from pagmfr.engine.runtime import autocast, to_device
 from pagmfr.models import build_model
 
 
@@ -34,8 +35,8 @@ def _train_rate(model, optimizer, batches, device, amp, channels_last, steps: in
         if step == 2:
             _sync(device)
             start, count = time.perf_counter(), 0
-        batch = _to_device(next(iterator), device, channels_last)
-        with _autocast(device, amp):
+        batch = to_device(next(iterator), device, channels_last)
+        with autocast(device, amp):
             loss, _ = model.training_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -49,12 +50,12 @@ def _train_rate(model, optimizer, batches, device, amp, channels_last, steps: in
 def _inference_rate(model, batch, device, amp, steps: int) -> float:
     model.eval()
     for _ in range(2):
-        with _autocast(device, amp):
+        with autocast(device, amp):
             model.predict(batch)
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        with _autocast(device, amp):
+        with autocast(device, amp):
             model.predict(batch)
     _sync(device)
     return steps * batch.shape[0] / (time.perf_counter() - start)
@@ -106,7 +107,7 @@ def main() -> None:
         "pseudo": torch.rand(shape),
         "mask": (torch.rand(shape[0], 1, *shape[2:]) > 0.98).float(),
     }
-    resident = _to_device(resident, device, cuda)
+    resident = to_device(resident, device, cuda)
     without = _train_rate(model, optimizer, _repeat([resident]), device, cuda, cuda, steps)
 
     train_set = prepare_training(config).train_set

@@ -28,7 +28,7 @@ def _data_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _synth_preview(args: argparse.Namespace) -> int:
+def _generator_preview(args: argparse.Namespace) -> int:
     from pagmfr.anomalies.preview import write_preview
 
     path = write_preview(
@@ -136,6 +136,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _method_name(name: str) -> str:
+    """``--method``'s check, against the registry (imported only when the option is used)."""
+    from pagmfr.models import available_methods
+
+    if name not in available_methods():
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {name!r} (choose from {', '.join(available_methods())})"
+        )
+    return name
+
+
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -148,6 +159,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and its options; each command imports what it needs only when run."""
     parser = argparse.ArgumentParser(prog="pagmfr", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -164,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--category", nargs="+", help="default: every category under ROOT")
     check.set_defaults(run=_data_check)
 
-    pseudo = commands.add_parser("synth", help="pseudo-anomaly generator tools")
-    pseudo_commands = pseudo.add_subparsers(dest="synth_command", required=True)
+    pseudo = commands.add_parser("generator", help="the pseudo-anomaly generator")
+    pseudo_commands = pseudo.add_subparsers(dest="generator_command", required=True)
     preview = pseudo_commands.add_parser(
         "preview", help="grid of original / pseudo-anomalous / mask samples"
     )
@@ -178,14 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--texture-dir", type=Path)
     preview.add_argument("--object-dir", type=Path)
     preview.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    preview.set_defaults(run=_synth_preview)
+    preview.set_defaults(run=_generator_preview)
 
     train = commands.add_parser(
         "train", help="train, then evaluate the selected checkpoint on test"
     )
     train.add_argument("--data", help='an MVTec AD-layout folder, or "synthetic" (the default)')
     train.add_argument("--category")
-    train.add_argument("--method", choices=("pagmfr", "rgpkd"))
+    train.add_argument(
+        "--method",
+        type=_method_name,
+        help="a registered method: pagmfr, rgpkd, ... (default pagmfr)",
+    )
     train.add_argument("--image-size", type=int)
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
@@ -248,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input or a failed run prints one line naming it and exits 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

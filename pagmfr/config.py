@@ -2,7 +2,9 @@
 
 A trial's config is a flat dict (``{"loss.focal": 2.0, "fusion.mode": "add"}``): studies and
 ``--set key=value`` address knobs that way, and validation happens here, once, with errors that
-name the key and the allowed values.
+name the key and the allowed values. Each section checks its own fields (``checks()``); a
+method registered with its own settings (``register_model(..., settings=...)``) adds a section
+named after it, so ``rgpkd.topk`` lives in the RGPKD file, not here.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
-Method = Literal["pagmfr", "rgpkd"]
+from pagmfr.anomalies.settings import Check, GeneratorSettings
+
 BackboneName = Literal["resnet18", "resnet34", "resnet50", "wide_resnet50_2"]
 
 
 @dataclass
 class DataConfig:
     #: An MVTec AD-layout folder, or "synthetic" for the embedded dataset.
+    """Which data a run reads (``data.*``): the root, the category, its kind and resolution."""
+
     root: str = "synthetic"
     category: str = "brick"
     #: texture | object; None: from the category (MVTec AD, pagmfr_categories.json, else object).
@@ -31,15 +36,22 @@ class DataConfig:
     val_fraction: float = 0.2
     num_workers: int = 0
 
+    def checks(self) -> list[Check]:
+        """Each knob's constraint as (field, holds, requirement)."""
+        return [
+            ("image_size", self.image_size >= 32, "must be at least 32"),
+            ("val_fraction", 0.0 < self.val_fraction < 1.0, "must be in (0, 1)"),
+            ("num_workers", self.num_workers >= 0, "must be >= 0"),
+            ("kind", self.kind in (None, "texture", "object"), "must be texture, object or none"),
+        ]
+
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(GeneratorSettings):
+    """The pseudo-anomaly generator: a strategy, its source folders, and every knob of
+    :class:`~pagmfr.anomalies.GeneratorSettings` (``generator.blend``, ...)."""
+
     strategy: str = "adaptive"
-    normal_probability: float = 0.5
-    blend: tuple[float, float] = (0.0, 0.8)
-    perlin_threshold: float = 0.5
-    coverage: tuple[float, float] = (0.001, 0.6)
-    object_scale: tuple[float, float] = (0.15, 0.4)
     texture_dir: str | None = None
     object_dir: str | None = None
 
@@ -48,6 +60,8 @@ class GeneratorConfig:
 class ValidationConfig:
     #: The held-out validation images get pseudo-anomalies from this strategy, fixed across
     #: epochs and variants, so every variant is selected on the same yardstick.
+    """How the best epoch is chosen (``validation.*``): never on the test split by default."""
+
     strategy: str = "adaptive"
     #: Choose the best checkpoint on the test set instead: possible, recorded, never default.
     select_on_test: bool = False
@@ -56,24 +70,43 @@ class ValidationConfig:
 
 @dataclass
 class BackboneConfig:
+    """The frozen ResNet (``backbone.*``): architecture, weights spec, stages used."""
+
     name: BackboneName = "resnet18"
     #: "imagenet" (torchvision's weights, cached in TORCH_HOME), "none", or a state-dict path.
     weights: str = "imagenet"
     #: ResNet stages whose features are used (1-4); the study's "backbone depth".
     layers: tuple[int, ...] = (1, 2, 3)
 
+    def checks(self) -> list[Check]:
+        """Each knob's constraint as (field, holds, requirement)."""
+        layers = list(self.layers)
+        increasing = bool(layers) and set(layers) <= {1, 2, 3, 4} and layers == sorted(set(layers))
+        return [("layers", increasing, "must be increasing stages from 1-4, e.g. 1,2,3")]
+
 
 @dataclass
 class FusionConfig:
     #: MFFM: concat (channel concatenation + conv, as in the paper), add, or none (no module).
+    """PAGMFR's multi-scale feature fusion module (``fusion.*``)."""
+
     mode: Literal["concat", "add", "none"] = "concat"
     channels: int = 64
+
+    def checks(self) -> list[Check]:
+        """Each knob's constraint as (field, holds, requirement)."""
+        return [("channels", self.channels >= 1, "must be >= 1")]
 
 
 @dataclass
 class AnomalyConfig:
     #: Which maps feed the anomaly head: feature (cosine), image (CIELAB + SSIM), or both.
+    """How maps become anomaly scores (``anomaly.*``): branches, head, smoothing, score."""
+
     branches: Literal["feature", "image", "both"] = "both"
+    #: The learned head: auto (learned when training sees pseudo-anomalies, else the mean of
+    #: normalised branch maps), learned, or none.
+    head: Literal["auto", "learned", "none"] = "auto"
     hidden: int = 32
     #: Gaussian smoothing of the anomaly map (pixels at model resolution; 0: off).
     smoothing_sigma: float = 4.0
@@ -81,9 +114,19 @@ class AnomalyConfig:
     score: Literal["max", "topk"] = "max"
     topk: int = 100
 
+    def checks(self) -> list[Check]:
+        """Each knob's constraint as (field, holds, requirement)."""
+        return [
+            ("hidden", self.hidden >= 1, "must be >= 1"),
+            ("smoothing_sigma", self.smoothing_sigma >= 0.0, "must be >= 0"),
+            ("topk", self.topk >= 1, "must be >= 1"),
+        ]
+
 
 @dataclass
 class LossConfig:
+    """Loss weights (``loss.*``): image reconstruction, features, focal."""
+
     image_mse: float = 1.0
     image_ssim: float = 1.0
     feature: float = 1.0
@@ -92,30 +135,24 @@ class LossConfig:
     #: Class weight of defective pixels; -1 turns weighting off (as in DRAEM): defects are sparse.
     focal_alpha: float = -1.0
 
-
-@dataclass
-class RGPKDConfig:
-    prompts: bool = True
-    prompts_at_inference: bool = True
-    reconstruction: bool = True
-    student: Literal["unet", "symmetric"] = "unet"
-    #: Prompt bank: at most this many training images, in at most this much memory (float16).
-    bank_size: int = 256
-    bank_max_mb: float = 512.0
-    #: How the bank is subsampled when it must shrink: random, or a k-centre coreset.
-    bank_sampling: Literal["random", "coreset"] = "random"
-    topk: int = 1
-    distillation: float = 1.0
+    def checks(self) -> list[Check]:
+        """Each knob's constraint as (field, holds, requirement)."""
+        weights = ("image_mse", "image_ssim", "feature", "focal", "focal_gamma")
+        return [(name, getattr(self, name) >= 0.0, "must be >= 0") for name in weights] + [
+            ("focal_alpha", -1.0 <= self.focal_alpha <= 1.0, "must be in [-1, 1] (<0: off)")
+        ]
 
 
 @dataclass
 class TrainConfig:
+    """The loop (``train.*``): epochs, batch, optimiser rate, schedule, seed, device."""
+
     epochs: int = 600
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    #: cosine annealing, or linear warm-up then linear decay; auto: each method's own
-    #: (cosine for PAGMFR, warmup_linear for RGPKD, as their authors train).
+    #: cosine annealing, linear warm-up then linear decay, or constant; auto: the method's own
+    #: (each method declares it when it registers, as its authors train).
     scheduler: Literal["auto", "cosine", "warmup_linear", "constant"] = "auto"
     warmup_epochs: int = 5
     grad_accumulation: int = 1
@@ -126,10 +163,50 @@ class TrainConfig:
     channels_last: bool = True
     eval_every: int = 1
 
+    def checks(self) -> list[Check]:
+        """Each knob's constraint as (field, holds, requirement)."""
+        return [
+            ("epochs", self.epochs >= 1, "must be >= 1"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("lr", 0.0 < self.lr < 10.0, "must be in (0, 10)"),
+            ("weight_decay", self.weight_decay >= 0.0, "must be >= 0"),
+            ("warmup_epochs", self.warmup_epochs >= 0, "must be >= 0"),
+            ("grad_accumulation", self.grad_accumulation >= 1, "must be >= 1"),
+            ("eval_every", self.eval_every >= 1, "must be >= 1"),
+        ]
+
+
+#: The sections every config has, in their flat-key order; methods may add their own.
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "generator": GeneratorConfig,
+    "validation": ValidationConfig,
+    "backbone": BackboneConfig,
+    "fusion": FusionConfig,
+    "anomaly": AnomalyConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+}
+
+
+def _registry():
+    """The model registry, imported on use: the built-in methods register when
+    ``pagmfr.models`` is imported, and they import this module."""
+    from pagmfr.models import registry
+
+    return registry
+
+
+def _method_sections() -> dict[str, type]:
+    return _registry().method_sections()
+
 
 @dataclass
 class Config:
-    method: Method = "pagmfr"
+    """A run's full configuration: fixed sections plus each registered method's own, built and
+    validated from dotted keys (:meth:`from_flat`, :meth:`with_overrides`)."""
+
+    method: str = "pagmfr"
     data: DataConfig = field(default_factory=DataConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -137,20 +214,29 @@ class Config:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    rgpkd: RGPKDConfig = field(default_factory=RGPKDConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: The registered methods' own sections by name (``config.rgpkd`` reads one).
+    method_settings: dict[str, Any] = field(
+        default_factory=lambda: {name: cls() for name, cls in _method_sections().items()}
+    )
+
+    def __getattr__(self, name: str) -> Any:
+        settings = self.__dict__.get("method_settings", {})
+        if name in settings:
+            return settings[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def sections(self) -> dict[str, Any]:
+        """Every section by name: the fixed ones, then the registered methods' own."""
+        return {**{name: getattr(self, name) for name in SECTIONS}, **self.method_settings}
 
     def to_flat(self) -> dict[str, Any]:
         """``{"loss.focal": 1.0, ...}`` with tuples as lists: JSON- and MLflow-friendly."""
         flat: dict[str, Any] = {"method": self.method}
-        for section in dataclasses.fields(self):
-            value = getattr(self, section.name)
-            if dataclasses.is_dataclass(value):
-                for f in dataclasses.fields(value):
-                    item = getattr(value, f.name)
-                    flat[f"{section.name}.{f.name}"] = (
-                        list(item) if isinstance(item, tuple) else item
-                    )
+        for name, section in self.sections().items():
+            for f in dataclasses.fields(section):
+                item = getattr(section, f.name)
+                flat[f"{name}.{f.name}"] = list(item) if isinstance(item, tuple) else item
         return flat
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
@@ -164,12 +250,13 @@ class Config:
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> Config:
+        """A validated config from dotted keys; missing keys keep their defaults."""
         known = cls().to_flat()
         for key in flat:
             if key not in known:
                 raise ValueError(_unknown_key_message(key, known))
         hints = _field_types()
-        sections: dict[str, dict[str, Any]] = {}
+        values: dict[str, dict[str, Any]] = {}
         method = "pagmfr"
         for key, value in flat.items():
             parsed = coerce(key, value, hints[key])
@@ -177,63 +264,38 @@ class Config:
                 method = parsed
             else:
                 section, name = key.split(".", 1)
-                sections.setdefault(section, {})[name] = parsed
-        section_types = {f.name: f.type for f in dataclasses.fields(cls)}
-        built = {
-            name: _SECTION_CLASSES[section_types[name]](**values)
-            for name, values in sections.items()
-        }
-        config = cls(method=method, **built)
+                values.setdefault(section, {})[name] = parsed
+        classes = {**SECTIONS, **_method_sections()}
+        built = {name: _build_section(name, classes[name], v) for name, v in values.items()}
+        fixed = {name: built.pop(name) for name in list(built) if name in SECTIONS}
+        settings = {name: cls_() for name, cls_ in _method_sections().items()}
+        config = cls(method=method, method_settings={**settings, **built}, **fixed)
         config.validate()
         return config
 
     def validate(self) -> None:
-        """Cross-field and range checks, each naming its key."""
-        checks = [
-            ("data.image_size", self.data.image_size >= 32, "must be at least 32"),
-            ("data.val_fraction", 0.0 < self.data.val_fraction < 1.0, "must be in (0, 1)"),
-            ("data.num_workers", self.data.num_workers >= 0, "must be >= 0"),
-            (
-                "data.kind",
-                self.data.kind in (None, "texture", "object"),
-                "must be texture, object or none",
-            ),
-            (
-                "backbone.layers",
-                bool(self.backbone.layers)
-                and set(self.backbone.layers) <= {1, 2, 3, 4}
-                and list(self.backbone.layers) == sorted(set(self.backbone.layers)),
-                "must be increasing stages from 1-4, e.g. 1,2,3",
-            ),
-            ("train.epochs", self.train.epochs >= 1, "must be >= 1"),
-            ("train.batch_size", self.train.batch_size >= 1, "must be >= 1"),
-            ("train.lr", 0.0 < self.train.lr < 10.0, "must be in (0, 10)"),
-            ("train.weight_decay", self.train.weight_decay >= 0.0, "must be >= 0"),
-            ("train.grad_accumulation", self.train.grad_accumulation >= 1, "must be >= 1"),
-            ("train.eval_every", self.train.eval_every >= 1, "must be >= 1"),
-            ("train.warmup_epochs", self.train.warmup_epochs >= 0, "must be >= 0"),
-            ("anomaly.topk", self.anomaly.topk >= 1, "must be >= 1"),
-            ("anomaly.smoothing_sigma", self.anomaly.smoothing_sigma >= 0.0, "must be >= 0"),
-            ("fusion.channels", self.fusion.channels >= 1, "must be >= 1"),
-            ("anomaly.hidden", self.anomaly.hidden >= 1, "must be >= 1"),
-            ("rgpkd.bank_size", self.rgpkd.bank_size >= 1, "must be >= 1"),
-            ("rgpkd.topk", self.rgpkd.topk >= 1, "must be >= 1"),
-            ("rgpkd.bank_max_mb", self.rgpkd.bank_max_mb > 0, "must be > 0"),
-            ("rgpkd.distillation", self.rgpkd.distillation >= 0, "must be >= 0"),
-        ]
-        for name in ("image_mse", "image_ssim", "feature", "focal", "focal_gamma"):
-            checks.append((f"loss.{name}", getattr(self.loss, name) >= 0.0, "must be >= 0"))
-        checks.append(
-            (
-                "loss.focal_alpha",
-                -1.0 <= self.loss.focal_alpha <= 1.0,
-                "must be in [-1, 1] (<0: off)",
+        """Every section's checks and the cross-field rules, each error naming its key."""
+        registry = _registry()
+        if self.method not in registry.available_methods():
+            raise ValueError(
+                f"method must be one of {', '.join(registry.available_methods())}; "
+                f"got {self.method!r} (register your own with pagmfr.models.register_model)"
             )
-        )
-        for key, ok, message in checks:
-            if not ok:
-                raise ValueError(f"{key} {message}; got {self.to_flat()[key]!r}")
-        from pagmfr.anomalies import GeneratorSettings, available_strategies
+        flat = self.to_flat()
+        for name, section in self.sections().items():
+            for field_name, holds, requirement in getattr(section, "checks", list)():
+                if not holds:
+                    key = f"{name}.{field_name}"
+                    raise ValueError(f"{key} {requirement}; got {flat[key]!r}")
+        self._check_strategies()
+        if self.anomaly.head == "learned" and not self.trains_on_pseudo_anomalies:
+            raise ValueError(
+                "anomaly.head learned needs pseudo-anomalies in training; got method "
+                f"{self.method!r} with generator.strategy {self.generator.strategy!r}"
+            )
+
+    def _check_strategies(self) -> None:
+        from pagmfr.anomalies import available_strategies
 
         for key in ("generator.strategy", "validation.strategy"):
             strategy = self.to_flat()[key]
@@ -246,58 +308,40 @@ class Config:
             raise ValueError(
                 "validation.strategy cannot be none: validation needs pseudo-anomalies"
             )
-        try:
-            GeneratorSettings.from_knobs(**self.generator_knobs())
-        except ValueError as err:
-            raise ValueError(f"generator: {err}") from err
 
     @property
     def scheduler(self) -> str:
-        """The learning-rate schedule in force, with ``auto`` resolved per method."""
+        """The learning-rate schedule in force, with ``auto`` resolved by the method."""
         if self.train.scheduler != "auto":
             return self.train.scheduler
-        return "warmup_linear" if self.method == "rgpkd" else "cosine"
+        return _registry().method_spec(self.method).default_scheduler
 
     @property
     def uses_pseudo_anomalies(self) -> bool:
-        """RGPKD distils on normal images only; its loader need not make pseudo-anomalies."""
-        return self.method == "pagmfr"
+        """Whether the method's training batches carry pseudo-anomalies (RGPKD distils on
+        normal images only, so its loader need not make them)."""
+        return _registry().method_spec(self.method).uses_pseudo_anomalies
 
-    def generator_knobs(self) -> dict[str, Any]:
-        g = self.generator
-        return dict(
-            normal_probability=g.normal_probability,
-            blend=g.blend,
-            perlin_threshold=g.perlin_threshold,
-            coverage=g.coverage,
-            object_scale=g.object_scale,
-        )
+    @property
+    def trains_on_pseudo_anomalies(self) -> bool:
+        """Pseudo-anomalies actually reach training: the method uses them and the generator
+        makes them. Without them there is nothing for a learned anomaly head to learn."""
+        return self.uses_pseudo_anomalies and self.generator.strategy != "none"
 
 
-_SECTION_CLASSES = {
-    cls.__name__: cls
-    for cls in (
-        DataConfig,
-        GeneratorConfig,
-        ValidationConfig,
-        BackboneConfig,
-        FusionConfig,
-        AnomalyConfig,
-        LossConfig,
-        RGPKDConfig,
-        TrainConfig,
-    )
-}
+def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    try:
+        return cls(**values)
+    except ValueError as err:  # a section's own __post_init__ check: name the full key
+        raise ValueError(f"{name}.{err}") from None
 
 
 def _field_types() -> dict[str, Any]:
-    hints = {"method": typing.get_type_hints(Config)["method"]}
-    for section in dataclasses.fields(Config):
-        if section.name == "method":
-            continue
-        cls = _SECTION_CLASSES[section.type]
-        for name, hint in typing.get_type_hints(cls).items():
-            hints[f"{section.name}.{name}"] = hint
+    hints = {"method": str}
+    for name, cls in {**SECTIONS, **_method_sections()}.items():
+        for field_name, hint in typing.get_type_hints(cls).items():
+            if not field_name.startswith("_"):
+                hints[f"{name}.{field_name}"] = hint
     return hints
 
 

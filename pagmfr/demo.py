@@ -14,6 +14,7 @@ from pagmfr.data.synthetic import SYNTHETIC_CATEGORIES
 
 
 def run_demo(out: Path) -> None:
+    """Write and check the embedded dataset under ``out/data`` and preview its pseudo-anomalies."""
     data = out / "data"
     print(f"[1/2] writing the embedded dataset to {data}")
     make_synthetic_dataset(data)

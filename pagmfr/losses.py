@@ -52,6 +52,7 @@ def feature_distillation_loss(
 def focal_loss(
     logits: torch.Tensor, mask: torch.Tensor, gamma: float, alpha: float
 ) -> torch.Tensor:
+    """torchvision's sigmoid focal loss on logits against a 0/1 mask; ``alpha`` < 0: unweighted."""
     return sigmoid_focal_loss(
         logits.float(), mask.float(), alpha=alpha, gamma=gamma, reduction="mean"
     )

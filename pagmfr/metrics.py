@@ -205,6 +205,14 @@ def au_pro(anomaly_maps: Any, gt_masks: Any, fpr_limit: float = 0.3) -> float:
     Regions are the 8-connected components of the masks, pooled over all images; FPR counts all
     defect-free pixels (good images included); the curve is cut at the limit with linear
     interpolation and integrated with the trapezoid rule. The result lies in [0, 1].
+
+    Args:
+        anomaly_maps: (N, H, W) scores, numpy or torch; higher is more anomalous.
+        gt_masks: (N, H, W) ground truth, bool or 0/1.
+        fpr_limit: the false-positive rate the curve is integrated up to (0.3 in the paper).
+
+    Returns:
+        The normalised area, exact: every distinct score is a threshold.
     """
     if not 0.0 < fpr_limit <= 1.0:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")

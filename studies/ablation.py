@@ -13,7 +13,7 @@ end. Results go to MLflow, one run per cell.
 import sys
 
 from pagmfr.categories import MVTEC_AD_CATEGORIES
-from pagmfr.study.cli import SMOKE_TRAINING, ablation_main
+from pagmfr.study.cli import PAPER_TRAINING, SMOKE_TRAINING, Preset, ablation_main
 
 VARIANTS = {
     "full model": {},
@@ -40,24 +40,18 @@ VARIANTS = {
 }
 
 PRESETS = {
-    "smoke": {
-        "data": "synthetic",
-        "categories": ["brick", "coins"],
-        "seeds": [0],
-        "variants": ["full model", "w/o MFFM"],
-        "overrides": SMOKE_TRAINING,
-    },
-    "paper": {
-        "categories": list(MVTEC_AD_CATEGORIES),
-        "seeds": [0, 1, 2],
-        "overrides": {
-            "data.image_size": 256,
-            "train.epochs": 600,
-            "train.batch_size": 32,
-            "backbone.weights": "imagenet",
-            "data.num_workers": 8,
-        },
-    },
+    "smoke": Preset(
+        data="synthetic",
+        categories=["brick", "coins"],
+        seeds=[0],
+        variants=["full model", "w/o MFFM"],
+        overrides=SMOKE_TRAINING,
+    ),
+    "paper": Preset(
+        categories=list(MVTEC_AD_CATEGORIES),
+        seeds=[0, 1, 2],
+        overrides={**PAPER_TRAINING, "train.epochs": 600},
+    ),
 }
 
 if __name__ == "__main__":

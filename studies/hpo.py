@@ -11,7 +11,7 @@ with --base-config.
 
 import sys
 
-from pagmfr.study.cli import SMOKE_TRAINING, hpo_main
+from pagmfr.study.cli import PAPER_TRAINING, SMOKE_TRAINING, Preset, hpo_main
 
 
 def space(trial):
@@ -27,25 +27,15 @@ def space(trial):
 
 
 PRESETS = {
-    "smoke": {
-        "data": "synthetic",
-        "categories": ["brick"],
-        "seeds": [0],
-        "trials": 3,
-        "overrides": SMOKE_TRAINING,
-    },
-    "paper": {
-        "categories": ["carpet"],
-        "seeds": [0],
-        "trials": 50,
-        "overrides": {
-            "data.image_size": 256,
-            "train.epochs": 200,
-            "train.batch_size": 32,
-            "backbone.weights": "imagenet",
-            "data.num_workers": 8,
-        },
-    },
+    "smoke": Preset(
+        data="synthetic", categories=["brick"], seeds=[0], trials=3, overrides=SMOKE_TRAINING
+    ),
+    "paper": Preset(
+        categories=["carpet"],
+        seeds=[0],
+        trials=50,
+        overrides={**PAPER_TRAINING, "train.epochs": 200},
+    ),
 }
 
 if __name__ == "__main__":

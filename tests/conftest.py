@@ -15,6 +15,7 @@ import pytest
 
 from pagmfr.data import make_synthetic_dataset
 from pagmfr.data.cache import IMAGE_CACHE
+from pagmfr.study.presets import QUICK_TRAINING
 
 
 @pytest.fixture(scope="session")
@@ -43,18 +44,9 @@ def quick_train_args():
     """``pagmfr train`` arguments for a 1-epoch, 64 px run on the embedded data."""
 
     def args(category: str, out: Path, *extra: str) -> list[str]:
-        return [
-            "train",
-            "--data",
-            "synthetic",
-            "--category",
-            category,
-            "--image-size",
-            "64",
-            "--epochs",
-            "1",
-            "--weights",
-            "none",
+        quick = [f"--set={key}={value}" for key, value in QUICK_TRAINING.items()]
+        return ["train", "--data", "synthetic", "--category", category, "--epochs", "1"] + [
+            *quick,
             "--out",
             str(out),
             *extra,

@@ -285,12 +285,12 @@ def test_preview_command_writes_a_grid(tmp_path, capsys):
     image = tmp_path / "normal.png"
     write_png(image, default_image("object", 64))
     out = tmp_path / "grid.png"
-    args = ["synth", "preview", "--strategy", "adaptive", "--category-kind", "object"]
+    args = ["generator", "preview", "--strategy", "adaptive", "--category-kind", "object"]
     args += ["--image", str(image), "--image-size", "64", "--samples", "3", "--out", str(out)]
     assert main(args) == 0
     grid = read_rgb(out)
     assert grid.shape == (3 * 64 + 2 * 4, 3 * 64 + 2 * 4, 3)
     masks = grid[:64, -64:, 0]
     assert 0 < (masks == 255).sum() < masks.size
-    assert main(["synth", "preview", "--strategy", "nope", "--out", str(out)]) == 2
+    assert main(["generator", "preview", "--strategy", "nope", "--out", str(out)]) == 2
     assert "unknown strategy 'nope'" in capsys.readouterr().err

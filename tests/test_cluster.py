@@ -185,6 +185,8 @@ def _runs_a_trial(node) -> bool:
     return False
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_killing_a_worker_node_mid_study_loses_nothing(cluster, tmp_path):
     cluster_, workers = cluster
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -221,6 +223,8 @@ def test_killing_a_worker_node_mid_study_loses_nothing(cluster, tmp_path):
     assert _test_metrics(uri, "reference") == resumed  # CPU determinism: as if never interrupted
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_an_mlflow_outage_delays_records_but_loses_none(tmp_path, monkeypatch, mlflow_server):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # this test's own polling fails fast
     uri = mlflow_server.uri
@@ -245,6 +249,8 @@ def test_an_mlflow_outage_delays_records_but_loses_none(tmp_path, monkeypatch, m
     assert sorted({m.step for m in history}) == list(range(6))  # every epoch recorded
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_killing_the_driver_on_a_cluster_resumes_on_the_next_run(cluster, tmp_path):
     cluster_, _ = cluster
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -16,13 +16,7 @@ from pagmfr.engine import (
     seed_everything,
 )
 from pagmfr.models import build_model
-
-QUICK = {
-    "backbone.weights": "none",
-    "data.image_size": 64,
-    "train.batch_size": 8,
-    "anomaly.smoothing_sigma": 1.0,
-}
+from pagmfr.study.presets import QUICK_TRAINING as QUICK
 
 
 def _config(**overrides):
@@ -38,6 +32,7 @@ def _weights(path):
     return load_checkpoint(path)["model"]
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss_and_beats_the_untrained_model(tmp_path):
     config = _config(**{"data.category": "brick", "train.epochs": 30, "loss.focal": 20.0})
     seed_everything(config.train.seed)
@@ -57,6 +52,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
     config = _config(**{"data.category": "brick", "train.epochs": 3})  # Perlin masks: texture
     straight = fit(config, tmp_path / "straight", callbacks=())
@@ -75,6 +71,7 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
         assert torch.equal(value, _weights(resumed.last_checkpoint)[key]), key
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_on_cpu(tmp_path):
     config = _config(**{"data.category": "gravel", "train.epochs": 2})
     first = fit(config, tmp_path / "a", callbacks=())
@@ -85,12 +82,14 @@ def test_same_seed_same_numbers_on_cpu(tmp_path):
     assert [h["loss"] for h in first.history] != [h["loss"] for h in other.history]
 
 
+@pytest.mark.slow
 def test_resuming_with_another_config_is_refused(tmp_path):
     fit(_config(**{"train.epochs": 1}), tmp_path, callbacks=())
     with pytest.raises(ValueError, match=r"written with a different config \(loss.focal\)"):
         fit(_config(**{"train.epochs": 1, "loss.focal": 3.0}), tmp_path, callbacks=())
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_run_with_a_clear_error(tmp_path):
     def diverge(report):
         with torch.no_grad():
@@ -103,6 +102,7 @@ def test_a_nan_loss_stops_the_run_with_a_clear_error(tmp_path):
         fit(_config(**{"train.epochs": 3}), tmp_path, callbacks=(diverge,))
 
 
+@pytest.mark.slow
 def test_choosing_on_the_test_set_is_explicit_and_recorded(tmp_path, quick_train_args):
     assert (
         main(quick_train_args("coffee", tmp_path, "--set", "validation.select_on_test=true")) == 0
@@ -111,6 +111,7 @@ def test_choosing_on_the_test_set_is_explicit_and_recorded(tmp_path, quick_train
     assert metrics["selection"] == "test" and "test_au_pro" in metrics["selection_metrics"]
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_predict_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     args = [

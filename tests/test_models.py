@@ -10,14 +10,13 @@ from pagmfr.config import Config
 from pagmfr.losses import lab_difference_map, ssim_map
 from pagmfr.models import build_model
 from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
+from pagmfr.study.presets import QUICK_TRAINING
 
 SIZE = 64
 
 
 def _config(**overrides):
-    return Config().with_overrides(
-        {"backbone.weights": "none", "data.image_size": SIZE, **overrides}
-    )
+    return Config().with_overrides({**QUICK_TRAINING, **overrides})
 
 
 def _batch(seed=0, batch=2):
@@ -68,6 +67,7 @@ def test_every_switch_combination_trains(layers, fusion, branches):
     assert set(parts) == {"image_mse", "image_ssim", "feature", "focal"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["resnet34", "resnet50", "wide_resnet50_2"])
 def test_every_backbone_trains(backbone):
     config = _config(**{"backbone.name": backbone, "backbone.layers": "2,3"})

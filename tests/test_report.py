@@ -155,6 +155,7 @@ def test_paired_wilcoxon_against_the_reference(report):
     assert next(t for t in table.tests if t.variant == OTHER).categories == 3
 
 
+@pytest.mark.integration
 def test_latex_is_escaped_and_compiles_when_tex_is_present(report, tmp_path):
     tex = next(p for p in report.files if p.suffix == ".tex").read_text()
     assert r"w/o\_MFFM 50\%" in tex and r"\toprule" in tex and r"\bottomrule" in tex
@@ -176,6 +177,7 @@ def test_latex_is_escaped_and_compiles_when_tex_is_present(report, tmp_path):
     )
 
 
+@pytest.mark.integration
 def test_html_is_self_contained_and_renders_when_chromium_is_present(report, tmp_path):
     page = next(p for p in report.files if p.suffix == ".html")
     text = page.read_text()
@@ -244,6 +246,7 @@ def test_bad_input_is_named(store, tmp_path, capsys):
     assert "no MLflow store at" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_over_stand_alone_training_folders(tmp_path, quick_train_args):
     run = tmp_path / "run"
     assert main(quick_train_args("gravel", run)) == 0

@@ -17,19 +17,13 @@ from pagmfr.engine import (
 )
 from pagmfr.models import build_model
 from pagmfr.models.rgpkd import PromptBank, select_bank_entries
+from pagmfr.study.presets import QUICK_TRAINING
 
 SIZE = 64
 
 
 def _config(**overrides):
-    base = {
-        "method": "rgpkd",
-        "backbone.weights": "none",
-        "data.image_size": SIZE,
-        "train.batch_size": 8,
-        "anomaly.smoothing_sigma": 1.0,
-    }
-    return Config().with_overrides({**base, **overrides})
+    return Config().with_overrides({**QUICK_TRAINING, "method": "rgpkd", **overrides})
 
 
 def _images(seed=0, count=4):
@@ -153,6 +147,7 @@ def test_rgpkd_warms_up_then_decays_linearly_by_default():
     assert rates == pytest.approx([1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25])
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss_and_beats_the_untrained_student(tmp_path):
     config = _config(**{"data.category": "coins", "train.epochs": 6})
     seed_everything(config.train.seed)
@@ -168,6 +163,7 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_student(tmp_path
     assert load_checkpoint(result.best_checkpoint)["model"]["bank.keys"].shape[0] > 0
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_with_method_rgpkd(tmp_path, quick_train_args):
     out = tmp_path / "run"
     args = quick_train_args("coffee", out, "--method", "rgpkd", "--batch-size", "8")

@@ -15,14 +15,10 @@ from conftest import smoke_study_command
 from pagmfr.config import Config
 from pagmfr.data.pipeline import resolve_data_root
 from pagmfr.study import StudyOptions, load_best_config, run_ablation, run_hpo
+from pagmfr.study.presets import SMOKE_TRAINING as QUICK
 
-QUICK = {
-    "data.image_size": 64,
-    "train.epochs": 2,
-    "train.batch_size": 8,
-    "backbone.weights": "none",
-    "anomaly.smoothing_sigma": 1.0,
-}
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
 VARIANTS = {"full model": {}, "w/o MFFM": {"fusion.mode": "none"}}
 
 

@@ -29,8 +29,12 @@ class PseudoAnomalyGenerator:
         object_dir: str | Path | None = None,
         image_size: int = 256,
         seed: int = 0,
+        settings: GeneratorSettings | None = None,
         **knobs: Any,
     ):
+        # Knobs given by keyword override those of ``settings`` (e.g. a config's generator).
+        base = settings.knobs() if settings is not None else {}
+        self.settings = GeneratorSettings.from_knobs(**{**base, **knobs})
         self._args = dict(
             strategy=strategy,
             category_kind=category_kind,
@@ -38,11 +42,10 @@ class PseudoAnomalyGenerator:
             object_dir=object_dir,
             image_size=image_size,
             seed=seed,
-            **knobs,
+            **self.settings.knobs(),
         )
         self.strategy = strategy
         self.seed = seed
-        self.settings = GeneratorSettings.from_knobs(**knobs)
         factory = strategy_factory(strategy)
         context = StrategyContext(
             category_kind, image_size, self.settings, seed, texture_dir, object_dir
@@ -84,7 +87,7 @@ def _rebuild(args: dict, rng_state: dict) -> PseudoAnomalyGenerator:
 
 
 #: Build a seeded generator: ``make_generator(strategy, category_kind, texture_dir=None,
-#: object_dir=None, image_size=256, seed=0, **knobs)``. Unknown strategies or knobs fail at
-#: once, naming the allowed ones, and user folders are read (and checked) here, not in the
-#: middle of training.
+#: object_dir=None, image_size=256, seed=0, settings=None, **knobs)``. Unknown strategies or
+#: knobs fail at once, naming the allowed ones, and user folders are read (and checked) here,
+#: not in the middle of training.
 make_generator = PseudoAnomalyGenerator

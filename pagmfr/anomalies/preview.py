@@ -1,4 +1,4 @@
-"""``pagmfr synth preview``: look at what the model is trained on."""
+"""``pagmfr generator preview``: look at what the model is trained on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The generator's knobs, validated once with errors that name the knob."""
+"""The generator's knobs, defined once and validated once, with errors that name the knob.
+
+The config's ``generator`` section extends :class:`GeneratorSettings` with the strategy and the
+source folders, so every knob here is also a ``generator.<knob>`` config key.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-
-def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
-    if not (isinstance(value, (tuple, list)) and len(value) == 2):
-        raise ValueError(f"{name} must be a (min, max) pair, got {value!r}")
-    if not lo <= value[0] <= value[1] <= hi:
-        raise ValueError(f"{name} must satisfy {lo} <= min <= max <= {hi}, got {tuple(value)}")
+Check = tuple[str, bool, str]  # (knob, holds, what it must satisfy)
 
 
-@dataclass(frozen=True)
+def _range_check(name: str, value: Any, lo: float, hi: float) -> Check:
+    pair = isinstance(value, (tuple, list)) and len(value) == 2
+    holds = pair and lo <= value[0] <= value[1] <= hi
+    return name, holds, f"must satisfy {lo} <= min <= max <= {hi} (a (min, max) pair)"
+
+
+@dataclass
 class GeneratorSettings:
     """Every knob of the built-in strategies; user strategies may read them too."""
 
@@ -39,25 +44,46 @@ class GeneratorSettings:
     max_tries: int = 100
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.normal_probability <= 1.0:
-            raise ValueError(f"normal_probability must be in [0, 1], got {self.normal_probability}")
-        _check_range("blend", self.blend, 0.0, 1.0)
-        _check_range("perlin_scales", self.perlin_scales, 0, 8)
-        _check_range("coverage", self.coverage, 0.0, 1.0)
-        _check_range("object_scale", self.object_scale, 0.01, 1.0)
-        if not -1.0 < self.perlin_threshold < 1.0:
-            raise ValueError(f"perlin_threshold must be in (-1, 1), got {self.perlin_threshold}")
+        for name in ("blend", "perlin_scales", "coverage", "object_scale"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+        for name, holds, requirement in self.checks():
+            if not holds:
+                raise ValueError(f"{name} {requirement}; got {getattr(self, name)!r}")
+
+    def checks(self) -> list[Check]:
+        """Every knob's constraint; the config reports failures under ``generator.<knob>``."""
+        checks = [
+            (
+                "normal_probability",
+                0.0 <= self.normal_probability <= 1.0,
+                "must be in [0, 1]",
+            ),
+            _range_check("blend", self.blend, 0.0, 1.0),
+            _range_check("perlin_scales", self.perlin_scales, 0, 8),
+            _range_check("coverage", self.coverage, 0.0, 1.0),
+            _range_check("object_scale", self.object_scale, 0.01, 1.0),
+            ("perlin_threshold", -1.0 < self.perlin_threshold < 1.0, "must be in (-1, 1)"),
+        ]
         for name, least in (("feather", 0), ("bank_size", 1), ("max_tries", 1)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+            checks.append(
+                (name, isinstance(value, int) and value >= least, f"must be an int >= {least}")
+            )
+        return checks
+
+    def knobs(self) -> dict[str, Any]:
+        """This object's knobs only (not the fields a subclass adds), e.g. to rebuild it."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(GeneratorSettings)}
 
     @classmethod
     def from_knobs(cls, **knobs: Any) -> GeneratorSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
+        """Settings from keyword knobs; an unknown knob fails naming the known ones."""
+        known = {f.name for f in dataclasses.fields(GeneratorSettings)}
         unknown = sorted(set(knobs) - known)
         if unknown:
             raise ValueError(
                 f"unknown generator knob(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()})
+        return GeneratorSettings(**knobs)

@@ -110,6 +110,7 @@ _WORK_SIDE = 160  # foreground extraction runs at this size: GrabCut is slow at 
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a bool mask."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
         mask.astype(np.uint8), connectivity=8
     )
@@ -144,6 +145,7 @@ def _cutout(image: np.ndarray, footprint: np.ndarray) -> Cutout:
 
 
 def cutouts_from_image(image: np.ndarray) -> list[Cutout]:
+    """Object cut-outs found in one image (GrabCut around its salient region)."""
     image = _fit_short_side(image, _WORK_SIDE) if min(image.shape[:2]) > _WORK_SIDE else image
     footprint = extract_foreground(image)
     return [] if footprint is None else [_cutout(image, footprint)]
@@ -164,6 +166,7 @@ def _coin_cutouts() -> list[Cutout]:
 
 @functools.lru_cache(maxsize=1)
 def builtin_cutouts() -> tuple[Cutout, ...]:
+    """Cut-outs from scikit-image's photographs: external objects with no download."""
     photos = [skdata.chelsea(), skdata.astronaut(), skdata.coffee(), skdata.rocket()]
     cutouts = [c for photo in photos for c in cutouts_from_image(photo)]
     return tuple(cutouts + _coin_cutouts())

@@ -44,21 +44,24 @@ class StrategyContext:
 
     @functools.cached_property
     def textures(self) -> list[np.ndarray]:
+        """The texture bank (a user's folder or the built-in photographs), loaded on first use."""
         return load_textures(self.texture_dir, self.image_size, self.settings.bank_size, self.seed)
 
     @functools.cached_property
     def cutouts(self) -> list[Cutout]:
+        """Object cut-outs (a user's folder or the built-in photographs), loaded on first use."""
         return load_cutouts(self.object_dir, self.settings.bank_size, self.seed)
 
     @functools.cached_property
     def perlin_masks(self) -> PerlinMaskSampler:
-        s = self.settings
+        """The seeded Perlin mask sampler with this context's knobs."""
+        settings = self.settings
         return PerlinMaskSampler(
-            s.perlin_scales,
-            s.perlin_threshold,
-            s.rotate,
-            s.coverage,
-            max_tries=s.max_tries,
+            settings.perlin_scales,
+            settings.perlin_threshold,
+            settings.rotate,
+            settings.coverage,
+            max_tries=settings.max_tries,
             seed=self.seed,
         )
 
@@ -82,10 +85,12 @@ def register_strategy(
 
 
 def available_strategies() -> list[str]:
+    """The registered strategy names, sorted."""
     return sorted(_STRATEGIES)
 
 
 def strategy_factory(name: str) -> StrategyFactory:
+    """The factory registered as ``name``, or an error listing the available ones."""
     if name not in _STRATEGIES:
         raise ValueError(
             f"unknown strategy {name!r}; available: {', '.join(available_strategies())}"

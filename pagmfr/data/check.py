@@ -22,6 +22,8 @@ from pagmfr.data.layout import (
 
 @dataclass
 class SplitSummary:
+    """How many images (and masks) each defect type of one split has."""
+
     category: str
     split: str
     images: dict[str, int]
@@ -30,15 +32,19 @@ class SplitSummary:
 
 @dataclass
 class CheckReport:
+    """Everything ``pagmfr data check`` found: counts per split and every problem."""
+
     root: Path
     splits: list[SplitSummary] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """No problem found."""
         return not self.problems
 
     def format(self) -> str:
+        """The counts and problems as the lines ``pagmfr data check`` prints."""
         lines = [f"data root: {self.root}"]
         for summary in self.splits:
             total = sum(summary.images.values())

@@ -91,9 +91,11 @@ class MVTecAD(Dataset):
 
     @property
     def labels(self) -> np.ndarray:
+        """0 (good) or 1 (defective) per sample."""
         return np.array([s.label for s in self.samples], dtype=np.int64)
 
     def defect_counts(self) -> dict[str, int]:
+        """Images per defect type."""
         return dict(sorted(Counter(s.defect for s in self.samples).items()))
 
     def fingerprint(self) -> str:

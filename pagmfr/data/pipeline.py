@@ -24,6 +24,7 @@ VALIDATION_STREAM = 2**31
 
 
 def cache_dir() -> Path:
+    """Where the embedded dataset is written once (``$PAGMFR_CACHE``, default ~/.cache/pagmfr)."""
     return Path(os.environ.get("PAGMFR_CACHE", Path.home() / ".cache" / "pagmfr"))
 
 

@@ -46,10 +46,12 @@ class ResNetFeatures(nn.Module):
 
     @property
     def channels(self) -> list[int]:
+        """Channels of each used stage."""
         return [STAGE_CHANNELS[self.name][layer - 1] for layer in self.layers]
 
     @property
     def strides(self) -> list[int]:
+        """Stride of each used stage relative to the input."""
         return [STAGE_STRIDES[layer - 1] for layer in self.layers]
 
     def train(self, mode: bool = True) -> ResNetFeatures:
@@ -68,6 +70,7 @@ class ResNetFeatures(nn.Module):
 
 
 def prefetch_hint(name: str) -> str:
+    """How to bring torchvision's weights to a machine without internet access."""
     return (
         f'pre-fetch them on a machine with internet access: python -c "import torchvision; '
         f"torchvision.models.{name}(weights='DEFAULT')\" (saved under $TORCH_HOME/hub/checkpoints, "

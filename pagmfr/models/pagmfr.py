@@ -25,7 +25,9 @@ from pagmfr.losses import (
     ssim_map,
 )
 from pagmfr.models.backbone import ResNetFeatures
+from pagmfr.models.base import AnomalyMethod, Prediction
 from pagmfr.models.common import ConvBlock, ImageDecoder, smooth_and_score, upsample_to
+from pagmfr.models.registry import register_model
 
 _LAB_SCALE = 100.0  # Delta E of 100 is about the largest colour difference: scale to ~[0, 1]
 
@@ -162,6 +164,8 @@ class AnomalyCalculator(nn.Module):
 
 @dataclass
 class PAGMFROutput:
+    """Everything one forward pass computes; the loss needs more of it than prediction."""
+
     logits: torch.Tensor  # (B, 1, H, W); z-scored branch mean when unsupervised
     anomaly_map: torch.Tensor  # (B, 1, H, W), smoothed sigmoid of the logits
     score: torch.Tensor  # (B,)
@@ -170,24 +174,39 @@ class PAGMFROutput:
     reconstructed: list[torch.Tensor]  # MFRM's clean-feature estimates
 
 
-class PAGMFR(nn.Module):
+@register_model("pagmfr")
+class PAGMFR(AnomalyMethod):
+    """PAGMFR: a frozen backbone encodes a (pseudo-anomalous) image; the MFRM reconstructs the
+    clean features at every used scale and the clean image; the MFFM fuses original and
+    reconstructed features; the anomaly calculator turns their differences into a map.
+
+    Trained on pseudo-anomalies (focal loss on the head's logits against their masks, plus
+    reconstruction losses); without them (``generator.strategy=none``) the head is not built
+    and the map is the mean of the normalised branch maps.
+    """
+
+    default_scheduler = "cosine"
+    uses_pseudo_anomalies = True
+
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
-        b, a = config.backbone, config.anomaly
-        self.backbone = ResNetFeatures(b.name, b.layers)
+        backbone, anomaly = config.backbone, config.anomaly
+        self.backbone = ResNetFeatures(backbone.name, backbone.layers)
         channels = self.backbone.channels
         self.reconstruction = FeatureReconstruction(channels, self.backbone.strides[0])
         # Without pseudo-anomalies the head has nothing to learn, and the fused features feed
         # only the head: neither is built then.
-        learned = config.generator.strategy != "none"
+        learned = anomaly.head == "learned" or (
+            anomaly.head == "auto" and config.trains_on_pseudo_anomalies
+        )
         fuse = learned and config.fusion.mode != "none"
         self.fusion = (
             FeatureFusion(channels, config.fusion.mode, config.fusion.channels) if fuse else None
         )
         fused_channels = config.fusion.channels if fuse else 0
         self.calculator = AnomalyCalculator(
-            len(channels), a.branches, fused_channels, a.hidden, learned
+            len(channels), anomaly.branches, fused_channels, anomaly.hidden, learned
         )
 
     def forward(self, images: torch.Tensor) -> PAGMFROutput:
@@ -197,31 +216,33 @@ class PAGMFR(nn.Module):
         fused = None if self.fusion is None else self.fusion(features, reconstructed)
         maps = self.calculator.branch_maps(images, reconstruction, features, reconstructed)
         logits = self.calculator(maps, fused)
-        a = self.config.anomaly
+        anomaly = self.config.anomaly
         anomaly_map, score = smooth_and_score(
-            torch.sigmoid(logits.float()), a.smoothing_sigma, a.score, a.topk
+            torch.sigmoid(logits.float()), anomaly.smoothing_sigma, anomaly.score, anomaly.topk
         )
         return PAGMFROutput(logits, anomaly_map, score, reconstruction, features, reconstructed)
 
-    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, images: torch.Tensor) -> Prediction:
         """Anomaly maps (B, 1, H, W) in [0, 1] and image scores (B,)."""
         output = self(images)
         return output.anomaly_map, output.score
 
     def training_loss(
         self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted sum of image reconstruction (MSE + SSIM), clean-feature reconstruction and,
         when the head is learned, focal loss against the pseudo-anomaly mask."""
-        w = self.config.loss
+        weights = self.config.loss
         output = self(batch["pseudo"])
         with torch.no_grad():
             clean_features = self.backbone(batch["image"])
         mse, ssim_term = image_reconstruction_losses(output.reconstruction, batch["image"])
         feature = feature_distillation_loss(output.reconstructed, clean_features)
         parts = {"image_mse": mse, "image_ssim": ssim_term, "feature": feature}
-        total = w.image_mse * mse + w.image_ssim * ssim_term + w.feature * feature
+        total = weights.image_mse * mse + weights.image_ssim * ssim_term + weights.feature * feature
         if self.calculator.learned:
-            parts["focal"] = focal_loss(output.logits, batch["mask"], w.focal_gamma, w.focal_alpha)
-            total = total + w.focal * parts["focal"]
-        return total, {name: float(value.detach()) for name, value in parts.items()}
+            parts["focal"] = focal_loss(
+                output.logits, batch["mask"], weights.focal_gamma, weights.focal_alpha
+            )
+            total = total + weights.focal * parts["focal"]
+        return total, parts

@@ -16,6 +16,8 @@ as in reverse distillation), the loss weights and the backbone.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,16 +25,43 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from pagmfr.config import Config
+from pagmfr.config import Check, Config
 from pagmfr.losses import (
     cosine_distance_map,
     feature_distillation_loss,
     image_reconstruction_losses,
 )
 from pagmfr.models.backbone import STAGE_STRIDES, ResNetFeatures
+from pagmfr.models.base import AnomalyMethod, Prediction
 from pagmfr.models.common import ConvBlock, ImageDecoder, smooth_and_score, upsample_to
+from pagmfr.models.registry import register_model
 
 _UNET_CHANNELS = (64, 128, 256, 512)  # ResNet-18 stages
+
+
+@dataclass
+class RGPKDSettings:
+    """RGPKD's own knobs: the config section ``rgpkd.*``."""
+
+    prompts: bool = True
+    prompts_at_inference: bool = True
+    reconstruction: bool = True
+    student: Literal["unet", "symmetric"] = "unet"
+    #: Prompt bank: at most this many training images, in at most this much memory (float16).
+    bank_size: int = 256
+    bank_max_mb: float = 512.0
+    #: How the bank is subsampled when it must shrink: random, or a k-centre coreset.
+    bank_sampling: Literal["random", "coreset"] = "random"
+    topk: int = 1
+    distillation: float = 1.0
+
+    def checks(self) -> list[Check]:
+        return [
+            ("bank_size", self.bank_size >= 1, "must be >= 1"),
+            ("topk", self.topk >= 1, "must be >= 1"),
+            ("bank_max_mb", self.bank_max_mb > 0, "must be > 0"),
+            ("distillation", self.distillation >= 0, "must be >= 0"),
+        ]
 
 
 def _pooled(feature: torch.Tensor) -> torch.Tensor:
@@ -226,18 +255,34 @@ class SymmetricStudent(nn.Module):
         return outputs, image
 
 
-class RGPKD(nn.Module):
+@register_model("rgpkd", settings=RGPKDSettings)
+class RGPKD(AnomalyMethod):
+    """RGPKD: a student learns to reproduce a frozen teacher's multi-scale features of normal
+    images, helped by prompts retrieved from a bank of training features and guided by a
+    reconstruction of the input; where the image is anomalous the student fails, and the
+    per-scale cosine distance to the teacher is the anomaly map.
+
+    Trains on normal images only, with a linear warm-up then linear decay, as its authors do.
+    """
+
+    default_scheduler = "warmup_linear"
+    uses_pseudo_anomalies = False
+
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
-        r = config.rgpkd
+        settings = config.rgpkd
         self.teacher = ResNetFeatures(config.backbone.name, config.backbone.layers)
         channels, strides = self.teacher.channels, self.teacher.strides
-        if r.student == "unet":
-            self.student = UNetStudent(self.teacher.layers, channels, r.prompts, r.reconstruction)
+        if settings.student == "unet":
+            self.student = UNetStudent(
+                self.teacher.layers, channels, settings.prompts, settings.reconstruction
+            )
         else:
-            self.student = SymmetricStudent(channels, strides, r.prompts, r.reconstruction)
-        self.bank = PromptBank(len(channels)) if r.prompts else None
+            self.student = SymmetricStudent(
+                channels, strides, settings.prompts, settings.reconstruction
+            )
+        self.bank = PromptBank(len(channels)) if settings.prompts else None
 
     # ---- the prompt bank ----
 
@@ -247,7 +292,7 @@ class RGPKD(nn.Module):
         ``rgpkd.bank_size`` entries and ``rgpkd.bank_max_mb`` of memory (float16)."""
         if self.bank is None:
             return
-        r = self.config.rgpkd
+        settings = self.config.rgpkd
         device = next(self.teacher.parameters()).device
         keys, features = [], []
         for images in batches:
@@ -256,23 +301,23 @@ class RGPKD(nn.Module):
             features.append([s.half().cpu() for s in scales])
         keys_all = torch.cat(keys)
         per_entry = sum(f.numel() // f.shape[0] * 2 for f in features[0])  # bytes in float16
-        fit = max(1, int(r.bank_max_mb * 2**20 // per_entry))
+        fit = max(1, int(settings.bank_max_mb * 2**20 // per_entry))
         index = select_bank_entries(
-            keys_all, min(r.bank_size, fit), r.bank_sampling, self.config.train.seed
+            keys_all, min(settings.bank_size, fit), settings.bank_sampling, self.config.train.seed
         )
         scales = [torch.cat([f[i] for f in features])[index] for i in range(len(features[0]))]
         self.bank.fill(keys_all[index].to(device), [s.to(device) for s in scales])
 
     def _prompts(self, teacher_features: list[torch.Tensor]) -> list[torch.Tensor] | None:
-        r = self.config.rgpkd
-        if self.bank is None or (not self.training and not r.prompts_at_inference):
+        settings = self.config.rgpkd
+        if self.bank is None or (not self.training and not settings.prompts_at_inference):
             return None
         if self.bank.size == 0:
             raise RuntimeError(
                 "RGPKD's prompt bank is empty: call model.prepare(training images) before use"
             )
         index = self.bank.retrieve(
-            _pooled(teacher_features[-1]), r.topk, exclude_self=self.training
+            _pooled(teacher_features[-1]), settings.topk, exclude_self=self.training
         )
         return [
             entries.mean(dim=1).to(teacher_features[0].dtype)
@@ -299,22 +344,23 @@ class RGPKD(nn.Module):
             for t, s in zip(teacher, student, strict=True)
         )
 
-    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, images: torch.Tensor) -> Prediction:
+        """The smoothed summed per-scale distance map (B, 1, H, W) and its max or top-k mean."""
         teacher, student, _ = self(images)
-        a = self.config.anomaly
+        anomaly = self.config.anomaly
         return smooth_and_score(
             self.anomaly_map(teacher, student, images.shape[-2:]),
-            a.smoothing_sigma,
-            a.score,
-            a.topk,
+            anomaly.smoothing_sigma,
+            anomaly.score,
+            anomaly.topk,
         )
 
     def training_loss(
         self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Multi-scale distillation on normal images plus, when on, reconstruction guidance
         (MSE + SSIM between the input and the student's reconstruction)."""
-        images, w = batch["image"], self.config.loss
+        images, weights = batch["image"], self.config.loss
         teacher, student, reconstruction = self(images)
         distillation = feature_distillation_loss(student, teacher)
         parts = {"distillation": distillation}
@@ -323,5 +369,9 @@ class RGPKD(nn.Module):
             parts["image_mse"], parts["image_ssim"] = image_reconstruction_losses(
                 reconstruction, images
             )
-            total = total + w.image_mse * parts["image_mse"] + w.image_ssim * parts["image_ssim"]
-        return total, {name: float(value.detach()) for name, value in parts.items()}
+            total = (
+                total
+                + weights.image_mse * parts["image_mse"]
+                + weights.image_ssim * parts["image_ssim"]
+            )
+        return total, parts

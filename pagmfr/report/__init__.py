@@ -17,6 +17,8 @@ DEFAULT_METRICS = ("image_auroc", "pixel_auroc", "au_pro")
 
 @dataclass
 class Report:
+    """What a report wrote: its tables, the missing cells, the dropped duplicates and the files."""
+
     tables: list[MetricTable]
     missing: list[Missing]
     duplicates_dropped: int
@@ -72,10 +74,12 @@ def build_report(
 
 
 def report_study(tracking_uri: str, study: str, out_dir: str | Path, **options) -> Report:
+    """A report over a study's cell runs in MLflow (see :func:`build_report`)."""
     return build_report(runs_from_mlflow(tracking_uri, study), out_dir, f"Study {study}", **options)
 
 
 def report_folders(folders: list[str | Path], out_dir: str | Path, **options) -> Report:
+    """A report over stand-alone ``pagmfr train`` folders (see :func:`build_report`)."""
     return build_report(runs_from_folders(folders), out_dir, "Stand-alone runs", **options)
 
 

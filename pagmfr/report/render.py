@@ -32,10 +32,12 @@ _LATEX_SPECIAL = {
 
 
 def metric_name(metric: str) -> str:
+    """A metric's name as papers print it (``au_pro`` -> AU-PRO)."""
     return METRIC_NAMES.get(metric, metric)
 
 
 def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
@@ -79,6 +81,7 @@ def _test_lines(table: MetricTable) -> list[tuple[str, str, str, str]]:
 
 
 def markdown(table: MetricTable, missing: list[Missing]) -> str:
+    """One metric's table, its paired tests and the missing cells, as Markdown."""
     header = ["Category", *table.variants]
     lines = [
         f"### {metric_name(table.metric)}",
@@ -105,6 +108,7 @@ def markdown(table: MetricTable, missing: list[Missing]) -> str:
 
 
 def missing_lines(missing: list[Missing]) -> list[str]:
+    """One line per missing cell with its state and last error, or a line saying there are none."""
     if not missing:
         return ["Every cell has a finished run."]
     lines = [f"Missing cells ({len(missing)}), shown as –:"]
@@ -159,6 +163,7 @@ def latex(table: MetricTable) -> str:
 
 
 def summary_csv(table: MetricTable) -> pd.DataFrame:
+    """One row per table cell (metric, row, variant, mean, std, seeds, delta, best)."""
     rows = []
     for row in table.rows:
         for variant in table.variants:

@@ -11,12 +11,15 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from pagmfr.categories import MVTEC_AD_CATEGORIES, TEXTURE
+from pagmfr.report.load import COLUMNS
 
 GROUPS = ("Textures mean", "Objects mean", "Mean")
 
 
 @dataclass
 class Value:
+    """One table cell: mean (and sample std) over seeds, its change against the reference."""
+
     mean: float
     std: float | None  # sample std over seeds; None with one seed
     seeds: int
@@ -26,6 +29,8 @@ class Value:
 
 @dataclass
 class Row:
+    """A category's row, or a group mean's (textures, objects, all)."""
+
     label: str
     group: bool
     values: dict[str, Value | None]
@@ -33,6 +38,8 @@ class Row:
 
 @dataclass
 class PairedTest:
+    """A variant against the reference over categories: Wilcoxon signed-rank."""
+
     variant: str
     categories: int
     mean_delta: float
@@ -42,6 +49,8 @@ class PairedTest:
 
 @dataclass
 class MetricTable:
+    """One metric's ablation table: rows (categories then group means) by variant columns."""
+
     metric: str
     variants: list[str]
     reference: str
@@ -53,6 +62,8 @@ class MetricTable:
 
 @dataclass
 class Missing:
+    """A grid cell with no finished run, with its state and last error."""
+
     variant: str
     category: str
     seed: int
@@ -124,11 +135,11 @@ def build_table(
     scale: float = 100.0,
     decimals: int = 1,
 ) -> MetricTable:
+    """One metric's table from the kept runs: per-category mean ± std over seeds, group means,
+    the best per row, changes against ``reference`` and paired tests."""
     if metric not in kept.columns or kept[metric].isna().all():
         recorded = sorted(
-            c
-            for c in kept.columns
-            if c not in runs.columns[:9] and not c.startswith(("params.", "tags."))
+            c for c in kept.columns if c not in COLUMNS and not c.startswith(("params.", "tags."))
         )
         raise ValueError(
             f"no finished run has metric {metric!r}; recorded: {', '.join(recorded) or 'none'}"

@@ -1,6 +1,6 @@
 """Studies: Ray Tune runs the trials, Optuna schedules searches, MLflow records everything."""
 
-from pagmfr.study.cells import Cell, ablation_cells, cell_key
+from pagmfr.study.cells import Cell, SearchPlan, ablation_cells, cell_key
 from pagmfr.study.runner import (
     StudyOptions,
     StudySummary,
@@ -12,6 +12,7 @@ from pagmfr.study.runner import (
 
 __all__ = [
     "Cell",
+    "SearchPlan",
     "StudyOptions",
     "StudySummary",
     "ablation_cells",

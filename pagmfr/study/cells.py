@@ -25,6 +25,8 @@ NOT_IN_KEY = ("data.root", "data.num_workers", "train.device")
 
 @dataclass(frozen=True)
 class Cell:
+    """One (variant, category, seed) of a study with its full config and stable key."""
+
     variant: str
     category: str
     seed: int
@@ -35,11 +37,13 @@ class Cell:
 
     @property
     def method(self) -> str:
+        """The cell's method name."""
         return self.config.method
 
     @property
     def name(self) -> str:
-        return f"{self.variant}/{self.category}/seed{self.seed}"
+        """The cell's human-readable name."""
+        return cell_name(self.variant, self.category, self.seed)
 
     def spec(self) -> dict[str, Any]:
         """What a trial receives: plain data, so it travels to any worker."""
@@ -53,6 +57,11 @@ class Cell:
             "fingerprint": self.fingerprint,
             "config": self.config.to_flat(),
         }
+
+
+def cell_name(variant: str, category: str, seed: int) -> str:
+    """How a cell is named to people: summaries, MLflow run names, trial names."""
+    return f"{variant}/{category}/seed{seed}"
 
 
 @cache
@@ -69,6 +78,7 @@ def data_fingerprint(root: str, category: str) -> str:
 
 
 def cell_key(config: Config, fingerprint: str) -> str:
+    """A hash of everything that changes a cell's result: config (less where it runs) and data."""
     flat = {k: v for k, v in config.to_flat().items() if k not in NOT_IN_KEY}
     payload = json.dumps({"config": flat, "data": fingerprint}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -84,6 +94,7 @@ def kind_of(config: Config) -> str:
 
 
 def make_cell(variant: str, category: str, seed: int, config: Config) -> Cell:
+    """The cell of ``config`` for one category and seed."""
     config = config.with_overrides({"data.category": category, "train.seed": seed})
     fingerprint = data_fingerprint(str(config.data.root), category)
     return Cell(
@@ -120,3 +131,29 @@ def cell_dir(cells_path: str | Path, study: str, key: str) -> Path:
     """A cell's working folder, stable across runs of the study: a restarted driver's trial
     resumes from the ``last.pt`` it finds there."""
     return Path(cells_path) / study / "cells" / key
+
+
+@dataclass
+class SearchPlan:
+    """Turns an HPO trial's sampled overrides into a cell (one cell per trial)."""
+
+    base: Config
+    category: str
+    seed: int
+
+    def config_for(self, params: Mapping[str, Any]) -> Config:
+        """The base config with a trial's sampled overrides, for the search's category and seed."""
+        overrides = {k: v for k, v in params.items() if "." in k or k == "method"}
+        return self.base.with_overrides(
+            {**overrides, "data.category": self.category, "train.seed": self.seed}
+        )
+
+    def spec_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The cell spec of a trial's sampled overrides (its variant name is ``hpo-<key>``)."""
+        config = self.config_for(params)
+        fingerprint = data_fingerprint(str(config.data.root), self.category)
+        key = cell_key(config, fingerprint)
+        variant = "hpo-" + key[:8]
+        return Cell(
+            variant, self.category, self.seed, config, key, fingerprint, kind_of(config)
+        ).spec()

@@ -11,20 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from pagmfr.config import Config, parse_set_arguments
+from pagmfr.study.presets import PAPER_TRAINING, SMOKE_TRAINING, Preset
 
 ALL = "all"
 
-#: The smoke presets' training: minutes on 2 CPUs, no downloads. A pipeline check, not a result.
-SMOKE_TRAINING = {
-    "data.image_size": 64,
-    "train.epochs": 2,
-    "train.batch_size": 8,
-    "backbone.weights": "none",
-    "anomaly.smoothing_sigma": 1.0,
-}
+__all__ = ["ALL", "PAPER_TRAINING", "SMOKE_TRAINING", "Preset", "ablation_main", "hpo_main"]
 
 
-def _parser(description: str, presets: Mapping[str, Mapping[str, Any]]) -> argparse.ArgumentParser:
+def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -65,13 +59,13 @@ def _parser(description: str, presets: Mapping[str, Mapping[str, Any]]) -> argpa
     return parser
 
 
-def _base_config(args: argparse.Namespace, preset: Mapping[str, Any]) -> Config:
+def _base_config(args: argparse.Namespace, preset: Preset) -> Config:
     from pagmfr.study.runner import load_best_config
 
-    overrides: dict[str, Any] = dict(preset.get("overrides", {}))
+    overrides: dict[str, Any] = dict(preset.overrides)
     if args.base_config:
         overrides.update(load_best_config(args.base_config))
-    data = args.data or preset.get("data")
+    data = args.data or preset.data
     if not data:
         raise SystemExit(
             f"pagmfr: error: the {args.preset} preset needs --data (an MVTec AD folder)"
@@ -99,10 +93,11 @@ def _options(args: argparse.Namespace, default_name: str):
 
 def ablation_main(
     variants: Mapping[str, Mapping[str, Any]],
-    presets: Mapping[str, Mapping[str, Any]],
+    presets: Mapping[str, Preset],
     description: str,
     argv: Sequence[str] | None = None,
 ) -> int:
+    """``studies/ablation.py``'s command line: run every variant x category x seed of a preset."""
     parser = _parser(description, presets)
     parser.add_argument(
         "--variants",
@@ -113,7 +108,7 @@ def ablation_main(
     preset = presets[args.preset]
     try:
         base = _base_config(args, preset)
-        chosen = args.variants or preset.get("variants", [ALL])
+        chosen = args.variants or list(preset.variants or [ALL])
         chosen = list(variants) if chosen == [ALL] else chosen
         unknown = [v for v in chosen if v not in variants]
         if unknown:
@@ -123,8 +118,8 @@ def ablation_main(
         summary = run_ablation(
             base,
             {v: variants[v] for v in chosen},
-            args.categories or preset["categories"],
-            args.seeds or preset["seeds"],
+            args.categories or list(preset.categories),
+            args.seeds or list(preset.seeds),
             _options(args, f"ablation-{args.preset}"),
         )
     except (ValueError, OSError) as err:
@@ -136,10 +131,11 @@ def ablation_main(
 
 def hpo_main(
     space,
-    presets: Mapping[str, Mapping[str, Any]],
+    presets: Mapping[str, Preset],
     description: str,
     argv: Sequence[str] | None = None,
 ) -> int:
+    """``studies/hpo.py``'s command line: an Optuna search on a preset's category and seed."""
     parser = _parser(description, presets)
     parser.add_argument("--trials", type=int, help="default: the preset's")
     parser.add_argument("--metric", default="val_au_pro", help="a validation metric (val_*)")
@@ -148,15 +144,15 @@ def hpo_main(
     preset = presets[args.preset]
     try:
         base = _base_config(args, preset)
-        category = (args.categories or preset["categories"])[0]
-        seed = (args.seeds or preset["seeds"])[0]
+        category = (args.categories or list(preset.categories))[0]
+        seed = (args.seeds or list(preset.seeds))[0]
         from pagmfr.study.runner import run_hpo
 
         path = run_hpo(
             base,
             space,
             category,
-            args.trials or preset["trials"],
+            args.trials or preset.trials,
             _options(args, f"hpo-{args.preset}"),
             seed=seed,
             metric=args.metric,

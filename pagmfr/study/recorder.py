@@ -19,36 +19,15 @@ from typing import Any
 from ray.tune import Callback
 
 from pagmfr.study.tracking import StudyTracker
-
-# Tune's own bookkeeping, not the model's metrics.
-_TUNE_KEYS = {
-    "final",
-    "epoch",
-    "training_iteration",
-    "time_this_iter_s",
-    "time_total_s",
-    "timestamp",
-    "time_since_restore",
-    "iterations_since_restore",
-    "done",
-    "pid",
-    "node_ip",
-    "trial_id",
-    "experiment_tag",
-    "date",
-    "hostname",
-    "checkpoint_dir_name",
-    "should_checkpoint",
-    "config",
-}
+from pagmfr.study.trainable import METRICS
 
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:
+    """The trainable's finite metrics; the rest of a result is Tune's bookkeeping."""
     return {
         key: float(value)
-        for key, value in result.items()
-        if key not in _TUNE_KEYS
-        and isinstance(value, (int, float))
+        for key, value in result.get(METRICS, {}).items()
+        if isinstance(value, (int, float))
         and not isinstance(value, bool)
         and math.isfinite(float(value))
     }
@@ -79,6 +58,7 @@ class MLflowRecorder(Callback):
         self.spec_of = spec_of
         self.flush_timeout_s = flush_timeout_s
         self.run_ids: dict[str, str] = {}
+        self.recoveries: dict[str, int] = {}
         self.tested: set[str] = set()
         self.failed: list[str] = []
         self.finished: list[str] = []
@@ -122,6 +102,7 @@ class MLflowRecorder(Callback):
         return True
 
     def outage_report(self) -> str:
+        """A line on how long MLflow was unreachable and what waited, or nothing."""
         if not self.delayed_writes and not self.pending:
             return ""
         state = "all delivered" if not self.pending else f"{len(self.pending)} NOT delivered"
@@ -138,9 +119,11 @@ class MLflowRecorder(Callback):
         return self.run_ids[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        """Open (or reopen) the cell's run."""
         self._write(lambda: self._run(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        """Record an epoch's metrics (or the final test metrics) at step = epoch."""
         metrics = _numbers(result)
         if result.get("final"):
             self.tested.add(trial.trial_id)
@@ -152,11 +135,12 @@ class MLflowRecorder(Callback):
         self._write(lambda: self.tracker.log_metrics(self._run(trial), metrics, step=step))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        count = getattr(trial, "_pagmfr_recovered", 0) + 1
-        trial._pagmfr_recovered = count
+        """Count a node-failure retry on the run."""
+        count = self.recoveries[trial.trial_id] = self.recoveries.get(trial.trial_id, 0) + 1
         self._write(lambda: self.tracker.client.set_tag(self._run(trial), "recovered", str(count)))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        """Store the final artifacts and mark the run FINISHED."""
         tested, checkpoint = trial.trial_id in self.tested, trial.checkpoint
 
         def complete() -> None:
@@ -172,9 +156,11 @@ class MLflowRecorder(Callback):
         self.finished.append(self.spec_of(trial.config)["key"])
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        """Mark the run FAILED with the trial's error."""
         error = _error_text(trial)
         self._write(lambda: self.tracker.fail(self._run(trial), error))
         self.failed.append(self.spec_of(trial.config)["key"])
 
     def on_experiment_end(self, trials, **info):
+        """Deliver every delayed write before the study returns."""
         self.flush()

@@ -16,10 +16,12 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from pagmfr.config import Config
-from pagmfr.study.cells import Cell, ablation_cells, cell_key, data_fingerprint, kind_of
+from pagmfr.logs import log
+from pagmfr.models.registry import MethodSpec, user_methods
+from pagmfr.study.cells import SearchPlan, ablation_cells
 from pagmfr.study.recorder import MLflowRecorder
 from pagmfr.study.tracking import StudyTracker
-from pagmfr.study.trainable import run_cell
+from pagmfr.study.trainable import METRICS, TrialContext, run_cell
 
 
 @dataclass
@@ -45,6 +47,7 @@ class StudyOptions:
     verbose: int = 1
 
     def cells(self) -> str:
+        """The absolute cells folder (see ``cells_path``)."""
         if self.cells_path:
             return str(Path(self.cells_path).expanduser().resolve())
         return (
@@ -64,6 +67,8 @@ class StudyOptions:
 
 @dataclass
 class StudySummary:
+    """What a run of a study did: cells, skipped, trained, failed, MLflow outages."""
+
     name: str
     cells: int
     already_finished: int
@@ -73,6 +78,7 @@ class StudySummary:
     mlflow_outage: str = ""
 
     def describe(self) -> str:
+        """The summary the study scripts print at the end."""
         lines = [
             f"study {self.name}: {self.cells} cells, {self.already_finished} already finished, "
             f"{self.trained} trained now, {len(self.failed)} failed",
@@ -96,6 +102,18 @@ def init_ray(num_cpus: int | None = None) -> None:
     ray.init(num_cpus=None if joining else num_cpus, log_to_driver=False, include_dashboard=False)
 
 
+def _shippable(methods: list[MethodSpec]) -> list[MethodSpec]:
+    """User-registered methods, pickled by value when their module cannot be imported on a
+    worker (a study script run as ``__main__``, a test file): workers have only pagmfr."""
+    from ray import cloudpickle  # Ray's own copy: the one that serialises what trials receive
+
+    for spec in methods:
+        module = sys.modules.get(getattr(spec.factory, "__module__", ""))
+        if module is not None and module.__name__ != "__main__":
+            cloudpickle.register_pickle_by_value(module)
+    return methods
+
+
 def _tuner(
     param_space,
     options: StudyOptions,
@@ -106,16 +124,17 @@ def _tuner(
     plan: SearchPlan | None = None,
 ) -> tuple[tune.Tuner, MLflowRecorder]:
     recorder = MLflowRecorder(tracker, spec_of)
-    study = {
-        "name": options.name,
-        "cells_path": options.cells(),
-        "checkpoint_every": options.checkpoint_every,
-        "keep_checkpoint": options.keep_checkpoint,
-        "plan": plan,
-    }
+    context = TrialContext(
+        study=options.name,
+        cells_path=options.cells(),
+        checkpoint_every=options.checkpoint_every,
+        keep_checkpoint=options.keep_checkpoint,
+        plan=plan,
+        methods=_shippable(user_methods()),
+    )
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run_cell, study=study), resources),
+        tune.with_resources(tune.with_parameters(run_cell, context=context), resources),
         param_space=param_space,
         tune_config=tune_config,
         run_config=tune.RunConfig(
@@ -137,8 +156,21 @@ def run_ablation(
     seeds: Iterable[int],
     options: StudyOptions,
 ) -> StudySummary:
-    """Every variant x category x seed, each cell once: cells already finished in MLflow are
-    skipped, unfinished ones resume from their last checkpoint, failed ones are retried."""
+    """Run every variant x category x seed on Ray Tune, each cell once, recorded in MLflow.
+
+    Cells already finished in MLflow are skipped, unfinished ones resume from their last
+    checkpoint, failed ones are retried in the same run.
+
+    Args:
+        base: the config every variant starts from.
+        variants: name -> dotted overrides of ``base`` (``{"w/o MFFM": {"fusion.mode": "none"}}``).
+        categories: category names under ``base.data.root``.
+        seeds: training seeds.
+        options: where the study runs and records (:class:`StudyOptions`).
+
+    Returns:
+        A :class:`StudySummary`: cells, already finished, trained now, failed.
+    """
     cells = ablation_cells(base, variants, list(categories), list(seeds))
     tracker = StudyTracker(options.tracking_uri, options.name)
     finished = tracker.finished_keys()
@@ -146,7 +178,7 @@ def run_ablation(
     summary = StudySummary(
         options.name, len(cells), len(cells) - len(pending), 0, tracking_uri=options.tracking_uri
     )
-    _log(
+    log(
         f"study {options.name}: {len(cells)} cells, {len(cells) - len(pending)} already finished, "
         f"{len(pending)} to run"
     )
@@ -181,30 +213,6 @@ def run_ablation(
 SearchSpace = Callable[[Any], dict[str, Any] | None]  # Optuna define-by-run: trial -> constants
 
 
-@dataclass
-class SearchPlan:
-    """Turns an HPO trial's sampled overrides into a cell spec (one cell per trial)."""
-
-    base: Config
-    category: str
-    seed: int
-
-    def config_for(self, params: Mapping[str, Any]) -> Config:
-        overrides = {k: v for k, v in params.items() if "." in k or k == "method"}
-        return self.base.with_overrides(
-            {**overrides, "data.category": self.category, "train.seed": self.seed}
-        )
-
-    def spec_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        config = self.config_for(params)
-        fingerprint = data_fingerprint(str(config.data.root), self.category)
-        key = cell_key(config, fingerprint)
-        variant = "hpo-" + key[:8]
-        return Cell(
-            variant, self.category, self.seed, config, key, fingerprint, kind_of(config)
-        ).spec()
-
-
 def run_hpo(
     base: Config,
     space: SearchSpace,
@@ -225,11 +233,12 @@ def run_hpo(
     import optuna
 
     plan = SearchPlan(base, category, seed)
+    objective = f"{METRICS}/{metric}"  # the trainable's metrics, as Tune flattens them
     tracker = StudyTracker(options.tracking_uri, options.name)
     init_ray()
     search = OptunaSearch(
         space=space,
-        metric=metric,
+        metric=objective,
         mode="max",
         sampler=sampler or optuna.samplers.TPESampler(seed=seed),
     )
@@ -248,7 +257,7 @@ def run_hpo(
             search_alg=search,
             scheduler=scheduler,
             num_samples=trials,
-            metric=metric,
+            metric=objective,
             mode="max",
             reuse_actors=True,
             max_concurrent_trials=options.max_concurrent_trials,
@@ -257,20 +266,20 @@ def run_hpo(
         plan=plan,
     )
     results = tuner.fit()
-    best = results.get_best_result(metric=metric, mode="max", scope="all")
+    best = results.get_best_result(metric=objective, mode="max", scope="all")
     overrides = {k: v for k, v in best.config.items() if "." in k}
     out = Path(out or Path(options.storage()) / options.name / "best_config.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "study": options.name,
         "metric": metric,
-        "value": best.metrics_dataframe[metric].max(),
+        "value": best.metrics_dataframe[objective].max(),
         "overrides": overrides,
         "config": plan.config_for(overrides).to_flat(),
     }
     out.write_text(json.dumps(record, indent=2, default=float) + "\n")
     tracker.close_study({"trials": trials, "failed": len(recorder.failed), "best_config": str(out)})
-    _log(f"best {metric} {record['value']:.4f} with {overrides}\nbest config: {out}")
+    log(f"best {metric} {record['value']:.4f} with {overrides}\nbest config: {out}")
     return out
 
 
@@ -280,7 +289,3 @@ def load_best_config(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"best-config file not found: {path}")
     return json.loads(path.read_text())["overrides"]
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -16,6 +16,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from pagmfr.provenance import code_version
+from pagmfr.study.cells import cell_name
 
 CELL_TAGS = ("study", "method", "variant", "category", "seed", "cell_key")
 _BATCH = 100  # MLflow's log_batch limit is 1000 metrics, 100 params
@@ -31,6 +32,8 @@ def artifact_location(tracking_uri: str) -> str | None:
 
 
 class StudyTracker:
+    """A study's MLflow experiment and parent run, and its cells' child runs (driver only)."""
+
     def __init__(self, tracking_uri: str, study: str):
         self.tracking_uri = tracking_uri
         self.study = study
@@ -63,6 +66,7 @@ class StudyTracker:
         return {run.data.tags["cell_key"]: run for run in runs}
 
     def finished_keys(self) -> set[str]:
+        """Cell keys with a finished run: a re-run skips them."""
         return {key for key, run in self.cell_runs().items() if run.info.status == "FINISHED"}
 
     def open_cell(self, spec: dict[str, Any]) -> str:
@@ -97,7 +101,7 @@ class StudyTracker:
             "attempts": "1",
             "mlflow.parentRunId": self.parent_id,
         }
-        name = f"{spec['variant']}/{spec['category']}/seed{spec['seed']}"
+        name = cell_name(spec["variant"], spec["category"], spec["seed"])
         run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
         params = [Param(k, str(v)) for k, v in sorted(spec["config"].items())]
         for start in range(0, len(params), _BATCH):
@@ -105,22 +109,27 @@ class StudyTracker:
         return run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        """Metrics at ``step`` in batches of MLflow's limit."""
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for start in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[start : start + 1000])
 
     def log_artifacts(self, run_id: str, folder: str | Path) -> None:
+        """A folder's files as the run's artifacts."""
         self.client.log_artifacts(run_id, str(folder))
 
     def finish(self, run_id: str) -> None:
+        """Mark the run FINISHED."""
         self.client.set_terminated(run_id, "FINISHED")
 
     def fail(self, run_id: str, error: str) -> None:
+        """Mark the run FAILED with the end of its error as the ``error`` tag."""
         self.client.log_batch(run_id, tags=[RunTag("error", error[-4000:])])
         self.client.set_terminated(run_id, "FAILED")
 
     def close_study(self, summary: dict[str, Any]) -> None:
+        """Summary tags on the parent run; FAILED when a cell failed."""
         self.client.log_batch(self.parent_id, tags=[RunTag(k, str(v)) for k, v in summary.items()])
         self.client.set_terminated(
             self.parent_id, "FINISHED" if not summary.get("failed") else "FAILED"

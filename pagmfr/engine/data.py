@@ -1,0 +1,96 @@
+"""The data side of a training run: training samples (with pseudo-anomalies when the method
+uses them) and the fixed set the best epoch is chosen on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pagmfr.anomalies import make_generator
+from pagmfr.config import Config
+from pagmfr.data.dataset import MVTecAD, image_to_tensor
+from pagmfr.data.pipeline import (
+    PseudoAnomalyTrainSet,
+    resolve_data_root,
+    split_train_validation,
+    validation_set,
+)
+
+
+@dataclass
+class TrainingSetup:
+    """Training samples and the selection set (images, masks, labels) with its origin."""
+
+    train_set: PseudoAnomalyTrainSet
+    selection: str  # "validation" (held-out train/good) or "test" (only when asked)
+    images: torch.Tensor  # (N, 3, H, W)
+    masks: np.ndarray  # (N, H, W) bool
+    labels: np.ndarray  # (N,)
+    fingerprint: str
+
+    def clean_batches(self, batch_size: int) -> Iterable[torch.Tensor]:
+        """The training images without pseudo-anomalies, e.g. for memory or prompt banks."""
+        data, indices = self.train_set.base, self.train_set.indices
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            yield torch.stack([image_to_tensor(data.load_arrays(i)[0]) for i in chunk])
+
+
+def load_test_split(config: Config, kind: str | None = None) -> MVTecAD:
+    """The configured category's test split at model resolution."""
+    root = resolve_data_root(config.data.root)
+    return MVTecAD(
+        root, config.data.category, "test", config.data.image_size, kind=kind or config.data.kind
+    )
+
+
+def split_arrays(dataset: MVTecAD) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (N, H, W) and labels (N,) of a split, at its image size."""
+    masks = np.stack([dataset.load_arrays(i)[1] for i in range(len(dataset))])
+    return masks, dataset.labels
+
+
+def prepare_training(config: Config) -> TrainingSetup:
+    """Split train/good into training and validation images, build the seeded generators, and
+    fix the selection set: validation images with pseudo-anomalies from ``validation.strategy``
+    (or the test split, only with ``validation.select_on_test``)."""
+    seed, generator_config = config.train.seed, config.generator
+    root = resolve_data_root(config.data.root)
+    train_data = MVTecAD(
+        root, config.data.category, "train", config.data.image_size, kind=config.data.kind
+    )
+    train_idx, val_idx = split_train_validation(len(train_data), config.data.val_fraction, seed)
+    kind = train_data.kind
+    strategy = generator_config.strategy if config.uses_pseudo_anomalies else "none"
+    generator = make_generator(
+        strategy,
+        kind,
+        generator_config.texture_dir,
+        generator_config.object_dir,
+        config.data.image_size,
+        seed,
+        settings=generator_config,
+    )
+    train_set = PseudoAnomalyTrainSet(train_data, train_idx, generator)
+    fingerprint = train_data.fingerprint()
+    if config.validation.select_on_test:
+        test_data = load_test_split(config, kind)
+        masks, labels = split_arrays(test_data)
+        images = torch.stack([test_data[i]["image"] for i in range(len(test_data))])
+        return TrainingSetup(train_set, "test", images, masks, labels, fingerprint)
+    validator = make_generator(
+        config.validation.strategy,
+        kind,
+        generator_config.texture_dir,
+        generator_config.object_dir,
+        config.data.image_size,
+        seed + 1,
+        normal_probability=0.0,
+    )
+    images, mask_tensor = validation_set(train_data, val_idx, validator)
+    masks = mask_tensor[:, 0].numpy() > 0
+    labels = masks.any(axis=(1, 2)).astype(np.int64)
+    return TrainingSetup(train_set, "validation", images, masks, labels, fingerprint)

@@ -1,0 +1,201 @@
+"""Inference and its records: anomaly maps and scores, the four metrics papers report,
+``evaluate`` (metrics.json and heatmaps for a checkpoint's test split) and ``predict``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from pagmfr import metrics as M
+from pagmfr.config import Config
+from pagmfr.data.dataset import MVTecAD
+from pagmfr.data.images import read_mask, read_rgb, resize_rgb, write_png
+from pagmfr.engine.checkpoints import load_checkpoint, model_from_checkpoint
+from pagmfr.engine.data import load_test_split, split_arrays
+from pagmfr.engine.runtime import autocast, resolve_device
+from pagmfr.files import write_text_atomically
+from pagmfr.models import AnomalyMethod
+from pagmfr.provenance import code_version, environment
+from pagmfr.visualize import comparison_row, heatmap_overlay
+
+TEST_METRICS = ("image_auroc", "pixel_auroc", "au_pro", "pixel_f1_max")
+
+
+@torch.no_grad()
+def infer(
+    model: AnomalyMethod, images: Iterable[torch.Tensor], device: torch.device, amp: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly maps (N, H, W) and scores (N,) for batches of images in [0, 1]."""
+    model.eval()
+    maps, scores = [], []
+    for batch in images:
+        with autocast(device, amp):
+            anomaly_map, score = model.predict(batch.to(device))
+        maps.append(anomaly_map.float()[:, 0].cpu().numpy())
+        scores.append(score.float().cpu().numpy())
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+def anomaly_metrics(
+    maps: np.ndarray, masks: np.ndarray, scores: np.ndarray, labels: np.ndarray
+) -> dict[str, float]:
+    """The four numbers papers report, from :mod:`pagmfr.metrics`."""
+    return {
+        "image_auroc": M.image_auroc(scores, labels),
+        "pixel_auroc": M.pixel_auroc(maps, masks),
+        "au_pro": M.au_pro(maps, masks),
+        "pixel_f1_max": M.f1_max(maps, masks),
+    }
+
+
+def batches(tensor: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
+    """Consecutive slices of ``size`` along the first axis."""
+    return (tensor[i : i + size] for i in range(0, len(tensor), size))
+
+
+def _dataset_batches(dataset: MVTecAD, size: int) -> Iterable[torch.Tensor]:
+    loader = DataLoader(dataset, batch_size=size, shuffle=False, num_workers=0)
+    return (batch["image"] for batch in loader)
+
+
+def _full_resolution(dataset: MVTecAD, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maps upsampled to each image's original size, with the original masks."""
+    import cv2
+
+    full_maps, full_masks = [], []
+    for sample, anomaly_map in zip(dataset.samples, maps, strict=True):
+        height, width = read_rgb(sample.image).shape[:2]
+        full_maps.append(cv2.resize(anomaly_map, (width, height), interpolation=cv2.INTER_LINEAR))
+        full_masks.append(
+            np.zeros((height, width), bool) if sample.mask is None else read_mask(sample.mask)
+        )
+    if len({m.shape for m in full_maps}) > 1:
+        raise ValueError(
+            f"{dataset.root / dataset.category}: test images differ in size; "
+            "full-resolution metrics need one size"
+        )
+    return np.stack(full_maps), np.stack(full_masks)
+
+
+def _write_heatmaps(out_dir: Path, dataset: MVTecAD, maps: np.ndarray) -> None:
+    vmin, vmax = float(maps.min()), float(maps.max())
+    for index, (sample, anomaly_map) in enumerate(zip(dataset.samples, maps, strict=True)):
+        image, mask = dataset.load_arrays(index)
+        row = comparison_row(image, mask, anomaly_map, vmin, vmax)
+        write_png(out_dir / "heatmaps" / sample.defect / f"{sample.image.stem}.png", row)
+
+
+def write_metrics(out_dir: str | Path, record: dict[str, Any]) -> Path:
+    """``<out>/metrics.json``, written atomically (a report never reads half a file)."""
+    return write_text_atomically(
+        Path(out_dir) / "metrics.json", json.dumps(record, indent=2) + "\n"
+    )
+
+
+def _provenance(state: dict[str, Any], config: Config) -> dict[str, Any]:
+    """How the tested model came to be: its selection, seed, config, code and data."""
+    return {
+        "selection": state.get("selection", "validation"),
+        "best_epoch": state["epoch"],
+        "selection_metrics": state["best"]["metrics"],
+        "seed": config.train.seed,
+        "config": config.to_flat(),
+        "code_version": code_version(),
+        "trained_with_code_version": state.get("code_version"),
+        "train_data_fingerprint": state.get("data_fingerprint"),
+        "environment": environment(),
+    }
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data_root: str | Path | None = None,
+    category: str | None = None,
+    out_dir: str | Path | None = None,
+    full_resolution: bool = False,
+    heatmaps: bool = True,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Test a checkpoint: image AUROC, pixel AUROC, AU-PRO and pixel F1-max on a test split.
+
+    Args:
+        checkpoint: a ``best`` or ``last`` checkpoint written by :func:`fit`.
+        data_root, category: another data root or category than the checkpoint's own.
+        out_dir: where ``metrics.json`` and (with ``heatmaps``) ``heatmaps/`` go; None: nowhere.
+        full_resolution: metrics at the images' own size instead of the model's.
+        device: auto, cpu, cuda, ...
+
+    Returns:
+        The metrics with their provenance: resolution, selection and selected epoch, seed, full
+        config, code versions and data fingerprints, environment.
+    """
+    state = load_checkpoint(checkpoint)
+    overrides = {
+        k: str(v)
+        for k, v in {"data.root": data_root, "data.category": category}.items()
+        if v is not None
+    }
+    model, config = model_from_checkpoint(state, overrides)
+    torch_device = resolve_device(device)
+    model.to(torch_device)
+    test = load_test_split(config)
+    started = time.perf_counter()
+    images = _dataset_batches(test, config.train.batch_size)
+    maps, scores = infer(model, images, torch_device, config.train.amp)
+    inference_seconds = time.perf_counter() - started
+    masks, labels = split_arrays(test)
+    eval_maps, eval_masks = _full_resolution(test, maps) if full_resolution else (maps, masks)
+    result: dict[str, Any] = anomaly_metrics(eval_maps, eval_masks, scores, labels)
+    result.update(
+        resolution="full" if full_resolution else f"{config.data.image_size}px",
+        test_images=len(test),
+        inference_seconds=inference_seconds,
+        checkpoint=str(checkpoint),
+        data_fingerprint=test.fingerprint(),
+        **_provenance(state, config),
+    )
+    if out_dir is not None:
+        write_metrics(out_dir, result)
+        if heatmaps:
+            _write_heatmaps(Path(out_dir), test, maps)
+    return result
+
+
+def predict(
+    checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path, device: str = "auto"
+) -> list[dict[str, Any]]:
+    """Anomaly maps and scores for new images: ``<stem>_heatmap.png`` each, ``scores.json``
+    and the raw maps in ``maps.npz`` (at model resolution)."""
+    if not images:
+        raise ValueError("predict needs at least one image")
+    model, config = model_from_checkpoint(load_checkpoint(checkpoint))
+    torch_device = resolve_device(device)
+    model.to(torch_device)
+    size = (config.data.image_size, config.data.image_size)
+    arrays = [resize_rgb(read_rgb(path), size) for path in images]
+    tensor = torch.stack(
+        [torch.from_numpy(a.transpose(2, 0, 1).copy()).float() / 255 for a in arrays]
+    )
+    maps, scores = infer(
+        model, batches(tensor, config.train.batch_size), torch_device, config.train.amp
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    vmin, vmax = float(maps.min()), float(maps.max())  # one scale for all, so maps compare
+    for path, array, anomaly_map, score in zip(images, arrays, maps, scores, strict=True):
+        write_png(
+            out_dir / f"{Path(path).stem}_heatmap.png",
+            heatmap_overlay(array, anomaly_map, vmin, vmax),
+        )
+        results.append({"image": str(path), "score": float(score)})
+    (out_dir / "scores.json").write_text(json.dumps(results, indent=2) + "\n")
+    np.savez_compressed(out_dir / "maps.npz", maps=maps, images=np.array([str(p) for p in images]))
+    return results
