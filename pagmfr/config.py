@@ -68,6 +68,13 @@ class ValidationConfig:
     metric: Literal["au_pro", "pixel_auroc", "image_auroc"] = "au_pro"
 
 
+def stages_check(name: str, layers: tuple[int, ...]) -> Check:
+    """ResNet stages: a non-empty increasing subset of 1-4."""
+    layers = list(layers)
+    increasing = bool(layers) and set(layers) <= {1, 2, 3, 4} and layers == sorted(set(layers))
+    return name, increasing, "must be increasing stages from 1-4, e.g. 1,2,3"
+
+
 @dataclass
 class BackboneConfig:
     """The frozen ResNet (``backbone.*``): architecture, weights spec, stages used."""
@@ -80,9 +87,7 @@ class BackboneConfig:
 
     def checks(self) -> list[Check]:
         """Each knob's constraint as (field, holds, requirement)."""
-        layers = list(self.layers)
-        increasing = bool(layers) and set(layers) <= {1, 2, 3, 4} and layers == sorted(set(layers))
-        return [("layers", increasing, "must be increasing stages from 1-4, e.g. 1,2,3")]
+        return [stages_check("layers", self.layers)]
 
 
 @dataclass
