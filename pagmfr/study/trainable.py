@@ -99,6 +99,7 @@ def run_cell(params: dict[str, Any], context: TrialContext) -> None:
     # The selected epoch's validation metrics ride along: schedulers and searchers expect the
     # objective in every result, and the record keeps what the selection was based on.
     final = {**metrics["selection_metrics"], **{key: metrics[key] for key in TEST_METRICS}}
+    final.update({k: v for k, v in metrics.items() if k.startswith("gap_")})
     final["inference_seconds"] = metrics["inference_seconds"]
     with tempfile.TemporaryDirectory() as folder:
         _final_artifacts(out_dir, Path(folder), context.keep_checkpoint, config)
