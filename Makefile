@@ -37,6 +37,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/harness.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/data_check.py
 
 clean:
 	rm -rf runs .pytest_cache

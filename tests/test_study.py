@@ -74,20 +74,26 @@ def test_smoke_ablation_records_one_finished_run_per_cell_and_is_idempotent(tmp_
     assert len(_cell_runs(options.tracking_uri, "smoke")) == 4
 
 
-def test_a_cell_with_broken_data_fails_alone(tmp_path):
-    data = tmp_path / "data"
-    synthetic = resolve_data_root("synthetic")
-    shutil.copytree(synthetic / "brick", data / "brick")
-    shutil.copytree(synthetic / "brick", data / "broken")
-    (data / "broken" / "train" / "good" / "005.png").write_bytes(b"truncated")
+def test_a_cell_with_a_bad_image_fails_alone_with_its_real_cause(tmp_path):
+    """Broken data stops a study before anything is scheduled (tests/test_bad_inputs.py); a
+    bad image a cell reads itself (its variant's texture folder) fails that cell alone, and
+    MLflow shows the real cause and path, not Ray's TypeError over an unpicklable error."""
+    textures = tmp_path / "textures"
+    shutil.copytree(resolve_data_root("synthetic") / "brick" / "train" / "good", textures)
+    (textures / "005.png").write_bytes(b"truncated")
     options = _options(tmp_path, name="broken", max_failures=0)
-    base = Config().with_overrides({**QUICK, "data.root": str(data), "train.epochs": 1})
-    summary = run_ablation(base, {"full model": {}}, ["brick", "broken"], [0], options)
-    assert summary.failed == ["full model/broken/seed0"] and summary.trained == 1
-    runs = _cell_runs(options.tracking_uri, "broken").set_index("tags.category")
-    assert runs.loc["brick", "status"] == "FINISHED"
-    assert runs.loc["broken", "status"] == "FAILED"
-    assert "005.png: not a readable image" in runs.loc["broken", "tags.error"]
+    base = Config().with_overrides({**QUICK, "train.epochs": 1})
+    variants = {"full model": {}, "own textures": {"generator.texture_dir": str(textures)}}
+    summary = run_ablation(base, variants, ["brick"], [0], options)
+    assert summary.failed == ["own textures/brick/seed0"] and summary.trained == 1
+    runs = _cell_runs(options.tracking_uri, "broken").set_index("tags.variant")
+    assert runs.loc["full model", "status"] == "FINISHED"
+    assert runs.loc["own textures", "status"] == "FAILED"
+    cause = runs.loc["own textures", "tags.error"].strip().splitlines()[-1]  # what reports show
+    assert cause.endswith(
+        f"ImageReadError: {textures / '005.png'}: not a readable image (empty, "
+        "truncated or not an image file); replace it with a valid PNG"
+    )
 
 
 def test_recording_to_a_real_mlflow_server(tmp_path, mlflow_server):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pagmfr.config import Config, parse_set_arguments
+from pagmfr.errors import report_error
 from pagmfr.study.presets import PAPER_TRAINING, SMOKE_TRAINING, Preset
 
 ALL = "all"
@@ -56,6 +57,7 @@ def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.Argumen
     parser.add_argument(
         "--keep-checkpoints", action="store_true", help="store best checkpoints in MLflow"
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
 
@@ -122,9 +124,8 @@ def ablation_main(
             args.seeds or list(preset.seeds),
             _options(args, f"ablation-{args.preset}"),
         )
-    except (ValueError, OSError) as err:
-        print(f"pagmfr: error: {err}")
-        return 2
+    except Exception as err:  # one line naming the file or key; --debug: the traceback
+        return report_error(err, args.debug)
     print(summary.describe())
     return 1 if summary.failed else 0
 
@@ -158,8 +159,7 @@ def hpo_main(
             metric=args.metric,
             out=args.out,
         )
-    except (ValueError, OSError) as err:
-        print(f"pagmfr: error: {err}")
-        return 2
+    except Exception as err:  # one line naming the file or key; --debug: the traceback
+        return report_error(err, args.debug)
     print(f"best config: {path}\n{json.dumps(json.loads(path.read_text())['overrides'], indent=2)}")
     return 0

@@ -16,6 +16,8 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from pagmfr.config import Config
+from pagmfr.data.pipeline import checked_data_root
+from pagmfr.files import require_plain_name
 from pagmfr.logs import log
 from pagmfr.models.registry import MethodSpec, user_methods
 from pagmfr.study.cells import SearchPlan, ablation_cells
@@ -45,6 +47,9 @@ class StudyOptions:
     #: checkpoints bring a trial back, after a node failure).
     cells_path: str | None = None
     verbose: int = 1
+
+    def __post_init__(self) -> None:
+        require_plain_name(self.name, "study name")  # it names folders under the storage path
 
     def cells(self) -> str:
         """The absolute cells folder (see ``cells_path``)."""
@@ -171,7 +176,9 @@ def run_ablation(
     Returns:
         A :class:`StudySummary`: cells, already finished, trained now, failed.
     """
-    cells = ablation_cells(base, variants, list(categories), list(seeds))
+    categories = list(categories)
+    checked_data_root(base.data.root, categories)  # every problem, before anything is scheduled
+    cells = ablation_cells(base, variants, categories, list(seeds))
     tracker = StudyTracker(options.tracking_uri, options.name)
     finished = tracker.finished_keys()
     pending = [cell for cell in cells if cell.key not in finished]
@@ -232,6 +239,7 @@ def run_hpo(
         raise ValueError(f"HPO must optimise a validation metric (val_*), not {metric!r}")
     import optuna
 
+    checked_data_root(base.data.root, [category])  # every problem, before anything is scheduled
     plan = SearchPlan(base, category, seed)
     objective = f"{METRICS}/{metric}"  # the trainable's metrics, as Tune flattens them
     tracker = StudyTracker(options.tracking_uri, options.name)

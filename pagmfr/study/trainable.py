@@ -18,6 +18,7 @@ from ray import tune
 
 from pagmfr.config import Config
 from pagmfr.engine import TEST_METRICS, EpochReport, checkpoint_path, evaluate, fit
+from pagmfr.errors import travelling_errors
 from pagmfr.models.registry import MethodSpec, ensure_registered
 from pagmfr.study.cells import SearchPlan, cell_dir
 
@@ -88,7 +89,13 @@ def _fit(config: Config, out_dir: Path, reporter: TuneReporter):
 
 def run_cell(params: dict[str, Any], context: TrialContext) -> None:
     """Train and test one cell. ``params["cell"]`` is an ablation cell's spec; an HPO trial's
-    params are dotted overrides that ``context.plan`` turns into a spec."""
+    params are dotted overrides that ``context.plan`` turns into a spec. An error leaves the
+    cell in a form Ray can ship to the driver, so MLflow records its real cause."""
+    with travelling_errors():
+        _run_cell(params, context)
+
+
+def _run_cell(params: dict[str, Any], context: TrialContext) -> None:
     ensure_registered(context.methods)
     spec = params["cell"] if "cell" in params else context.plan.spec_for(params)
     config = Config.from_flat(spec["config"])
