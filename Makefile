@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip setuptools  # setuptools: cluster/setup_node.sh builds with it
 
 # Stamps re-install only when the package's dependencies change (the install is editable).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python

@@ -41,8 +41,6 @@ import mlflow
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
 ROOT = Path(__file__).resolve().parent.parent
 HEAD, WORKER = "127.0.0.3", "127.0.0.2"
 MLFLOW = "http://127.0.0.1:5000"  # the head's MLflow, on the head's loopback (same machine)
@@ -180,10 +178,10 @@ def _start_node(name: str, address: str, base: Path) -> Node:
     site_dirs = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
     command = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--", "bash", "-c"]
     command += [NODE_INIT, "bash", str(folder), sys._base_executable, str(base / "provision.py")]
-    log = open(folder / "sshd.log", "w")  # noqa: SIM115 (the server writes it until the end)
-    node = Node(
-        name, address, folder, subprocess.Popen(command + site_dirs, stdout=log, stderr=log)
-    )
+    with open(folder / "sshd.log", "w") as log:  # the server keeps its own copy of the file
+        node = Node(
+            name, address, folder, subprocess.Popen(command + site_dirs, stdout=log, stderr=log)
+        )
     deadline = time.time() + 120
     while True:
         with socket.socket() as probe:
@@ -222,17 +220,15 @@ class Laptop:
             "RAY_UP_enable_autoscaler_v2": "0",
         }
 
-    def ray(self, *args: str, timeout: float = 600, check: bool = True) -> str:
-        """``ray ARGS`` from the repository root (the config's file mounts are relative to it);
-        its output, also kept in the laptop's folder."""
-        result = self.start_ray(*args)
+    def ray(self, *args: str, timeout: float = 600) -> str:
+        """``ray ARGS`` from the repository root (the config's file mounts are relative to it):
+        its output; it must succeed."""
+        process = self.start_ray(*args)
         try:
-            output, _ = result.communicate(timeout=timeout)
+            output, _ = process.communicate(timeout=timeout)
         finally:
-            result.kill()
-        (self.folder / f"ray-{args[0]}-{time.time():.0f}.log").write_text(output)
-        if check:
-            assert result.returncode == 0, f"ray {' '.join(args)} failed:\n{output[-6000:]}"
+            process.kill()
+        assert process.returncode == 0, f"ray {' '.join(args)} failed:\n{output[-6000:]}"
         return output
 
     def ray_status(self, address: str, token: dict[str, str]) -> str:
@@ -325,6 +321,8 @@ def test_the_config_is_cluster_local_yaml_with_addresses_user_and_key_replaced(t
     assert derived["provider"] == {**source["provider"], "head_ip": HEAD, "worker_ips": [WORKER]}
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_ray_up_submit_lose_a_worker_resubmit_down(machines):
     laptop, head, worker = machines
     config, shared = str(laptop.config), laptop.folder.parent / "shared"

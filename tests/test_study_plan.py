@@ -6,11 +6,16 @@ import importlib.util
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pagmfr.config import Config
+from pagmfr.study.cells import ablation_cells
 from pagmfr.study.cli import GpusPerTrial, ablation_main, variant_slug
+from pagmfr.study.estimate import Calibration, describe
+from pagmfr.study.presets import SMOKE_TRAINING
 from pagmfr.study.runner import check_gpu_requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +79,7 @@ def test_variant_slugs_are_one_shell_word():
     assert variant_slug("generator: none") == "generator-none"
 
 
+@pytest.mark.slow
 def test_the_paper_dry_run_lists_cells_and_gpu_shares_per_method(dry_run):
     code, output = dry_run(
         "--preset", "paper", "--data", "synthetic", "--categories", "brick", "--seeds", "0",
@@ -115,3 +121,24 @@ def test_calibration_measures_epoch_time_and_checkpoint_sizes_on_ray():
     assert hours == pytest.approx(2 * 2 * seconds / 3600, abs=0.005)  # 2 cells x 2 epochs
     kept = int(re.search(r"cells folder \(last \+ best per cell, kept\) (\d+) MB", output)[1])
     assert abs(kept - 2 * (last + best)) <= 2  # two cells' checkpoints (sizes rounded)
+
+
+def test_a_checkpoint_interval_below_one_is_refused(dry_run):
+    code, output = dry_run("--dry-run", "--checkpoint-every", "0")
+    assert code == 2 and "checkpoint_every must be >= 1, not 0" in output
+
+
+def test_gpu_hours_and_storage_follow_the_measured_epoch():
+    base = Config().with_overrides({**SMOKE_TRAINING, "data.root": "synthetic", "train.epochs": 10})
+    cells = ablation_cells(base, {"full model": {}}, ["brick", "coins"], [0, 1])
+    measured = Calibration("pagmfr", "a cell", 19, 36.0, "a GPU", 1000.0, last_mb=30, best_mb=10)
+    text = describe(cells, {"pagmfr": 0.5}, 1, {"pagmfr": measured}, checkpoint_every=5)
+    # a cell: 10 epochs x 36 s x 38 images / 19 = 720 s; four cells; half a GPU each
+    assert "time: 0.80 trial-hours; 0.40 GPU-hours" in text
+    assert "cells folder (last + best per cell, kept) 160 MB" in text  # 4 x (30 + 10)
+    assert "every 5 epochs: 480 MB written" in text  # 4 cells x 3 checkpoints x 40 MB
+    assert "plus 40 MB of best checkpoints" in text
+    training_free = describe(
+        cells, {"pagmfr": 0.5}, 1, {"pagmfr": replace(measured, trains=False)}, checkpoint_every=5
+    )
+    assert "time: 0.08 trial-hours; 0.04 GPU-hours" in training_free  # one fit per cell

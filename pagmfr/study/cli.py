@@ -118,7 +118,9 @@ def _options(args: argparse.Namespace, default_name: str, preset: Preset):
         storage_path=args.storage_path,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=_gpus_per_trial(args, preset),
-        checkpoint_every=args.checkpoint_every or preset.checkpoint_every,
+        checkpoint_every=(
+            preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
+        ),
         max_failures=args.max_failures,
         max_concurrent_trials=args.max_concurrent,
         keep_checkpoint=args.keep_checkpoints,
@@ -177,7 +179,7 @@ def ablation_main(
     try:
         base = _base_config(args, preset)
         chosen = _chosen_variants(args.variants or list(preset.variants or [ALL]), variants)
-        grid = (
+        study = (
             base,
             {v: variants[v] for v in chosen},
             args.categories or list(preset.categories),
@@ -187,11 +189,11 @@ def ablation_main(
         if args.dry_run or args.calibrate:
             from pagmfr.study.estimate import dry_run
 
-            print(f"study {grid[-1].name} (dry run)\n{dry_run(*grid, measure=args.calibrate)}")
+            print(f"study {study[-1].name} (dry run)\n{dry_run(*study, measure=args.calibrate)}")
             return 0
         from pagmfr.study.runner import run_ablation
 
-        summary = run_ablation(*grid)
+        summary = run_ablation(*study)
     except (ValueError, OSError) as err:
         print(f"pagmfr: error: {err}")
         return 2

@@ -42,6 +42,8 @@ class Calibration:
     #: Checkpoint sizes: ``last`` (for resuming: with optimiser state) and ``best``.
     last_mb: float
     best_mb: float
+    #: False for a training-free method: its cells fit once, whatever ``train.epochs`` says.
+    trains: bool = True
 
     def epoch_seconds_for(self, train_images: int) -> float:
         """An epoch's time on a category with ``train_images`` training images."""
@@ -62,6 +64,7 @@ def _time_epochs(spec: dict, epochs: int, methods: list[MethodSpec]) -> dict:
         sizes = {w: checkpoint_path(folder, config, w).stat().st_size for w in ("last", "best")}
     timed = reports[1:] or reports  # a training-free method has one epoch
     return {
+        "trains": len(reports) == epochs,
         "epoch_seconds": statistics.median(r["epoch_seconds"] for r in timed),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in reports),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
@@ -141,7 +144,8 @@ def describe(
     images = {c.category: train_images(c.config) for c in cells}
     trial_hours = gpu_hours = kept_mb = uploaded_mb = best_mb = 0.0
     for cell in cells:
-        cal, epochs = calibrations[cell.method], cell.config.train.epochs
+        cal = calibrations[cell.method]
+        epochs = cell.config.train.epochs if cal.trains else 1
         hours = epochs * cal.epoch_seconds_for(images[cell.category]) / 3600
         trial_hours += hours
         gpu_hours += hours * gpus[cell.method]

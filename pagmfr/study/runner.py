@@ -50,6 +50,8 @@ class StudyOptions:
     verbose: int = 1
 
     def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, not {self.checkpoint_every}")
         if isinstance(self.gpus_per_trial, (int, float)):
             self.gpus_per_trial = GpusPerTrial(float(self.gpus_per_trial))
 
