@@ -138,7 +138,8 @@ def test_gpu_hours_and_storage_follow_the_measured_epoch():
     assert "cells folder (last + best per cell, kept) 160 MB" in text  # 4 x (30 + 10)
     assert "every 5 epochs: 480 MB written" in text  # 4 cells x 3 checkpoints x 40 MB
     assert "plus 40 MB of best checkpoints" in text
-    training_free = describe(
-        cells, {"pagmfr": 0.5}, 1, {"pagmfr": replace(measured, trains=False)}, checkpoint_every=5
-    )
-    assert "time: 0.08 trial-hours; 0.04 GPU-hours" in training_free  # one fit per cell
+    # training-free: one fit per cell, memory bank included (90 s x 38 / 19 images)
+    fits = {"pagmfr": replace(measured, trains=False, fit_seconds=90.0)}
+    training_free = describe(cells, {"pagmfr": 0.5}, 1, fits, checkpoint_every=5)
+    assert "90.00 s per fit (training-free)" in training_free
+    assert "time: 0.20 trial-hours; 0.10 GPU-hours" in training_free

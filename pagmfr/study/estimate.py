@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,12 +43,30 @@ class Calibration:
     #: Checkpoint sizes: ``last`` (for resuming: with optimiser state) and ``best``.
     last_mb: float
     best_mb: float
+    #: The whole fit's wall time: what a training-free method's cell costs (its ``prepare``,
+    #: the memory bank, comes before its single epoch).
+    fit_seconds: float = 0.0
     #: False for a training-free method: its cells fit once, whatever ``train.epochs`` says.
     trains: bool = True
 
-    def epoch_seconds_for(self, train_images: int) -> float:
-        """An epoch's time on a category with ``train_images`` training images."""
-        return self.epoch_seconds * train_images / self.train_images
+    def cell_seconds(self, epochs: int, train_images: int) -> float:
+        """A cell's time: ``epochs`` epochs (or one fit, training-free) on a category with
+        ``train_images`` training images."""
+        seconds = epochs * self.epoch_seconds if self.trains else self.fit_seconds
+        return seconds * train_images / self.train_images
+
+    def describe(self) -> str:
+        """One line of the dry run: what was measured."""
+        speed = (
+            f"{self.epoch_seconds:.2f} s/epoch"
+            if self.trains
+            else f"{self.fit_seconds:.2f} s per fit (training-free)"
+        )
+        return (
+            f"{self.method}: {self.cell} on {self.device}, {speed} for {self.train_images} "
+            f"training images, peak memory {self.peak_memory_mb:,.0f} MB, checkpoints last "
+            f"{_size(self.last_mb)} + best {_size(self.best_mb)}"
+        )
 
 
 def _time_epochs(spec: dict, epochs: int, methods: list[MethodSpec]) -> dict:
@@ -60,11 +79,14 @@ def _time_epochs(spec: dict, epochs: int, methods: list[MethodSpec]) -> dict:
     config = Config.from_flat(spec["config"]).with_overrides({"train.epochs": epochs})
     reports = []
     with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
         fit(config, folder, callbacks=(lambda report: reports.append(report.metrics),))
+        fit_seconds = time.perf_counter() - started
         sizes = {w: checkpoint_path(folder, config, w).stat().st_size for w in ("last", "best")}
     timed = reports[1:] or reports  # a training-free method has one epoch
     return {
         "trains": len(reports) == epochs,
+        "fit_seconds": fit_seconds,
         "epoch_seconds": statistics.median(r["epoch_seconds"] for r in timed),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in reports),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
@@ -135,18 +157,13 @@ def describe(
         )
         return "\n".join(lines)
     lines.append(f"measured ({CALIBRATION_EPOCHS} epochs of one cell per method, first untimed):")
-    for method, cal in sorted(calibrations.items()):
-        lines.append(
-            f"  {method}: {cal.cell} on {cal.device}, {cal.epoch_seconds:.2f} s/epoch for "
-            f"{cal.train_images} training images, peak memory {cal.peak_memory_mb:,.0f} MB, "
-            f"checkpoints last {_size(cal.last_mb)} + best {_size(cal.best_mb)}"
-        )
+    lines += [f"  {cal.describe()}" for _, cal in sorted(calibrations.items())]
     images = {c.category: train_images(c.config) for c in cells}
     trial_hours = gpu_hours = kept_mb = uploaded_mb = best_mb = 0.0
     for cell in cells:
         cal = calibrations[cell.method]
         epochs = cell.config.train.epochs if cal.trains else 1
-        hours = epochs * cal.epoch_seconds_for(images[cell.category]) / 3600
+        hours = cal.cell_seconds(epochs, images[cell.category]) / 3600
         trial_hours += hours
         gpu_hours += hours * gpus[cell.method]
         checkpoint_mb = cal.last_mb + cal.best_mb
