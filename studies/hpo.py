@@ -11,7 +11,7 @@ with --base-config.
 
 import sys
 
-from pagmfr.study.cli import PAPER_TRAINING, SMOKE_TRAINING, Preset, hpo_main
+from pagmfr.study.cli import PAPER_TRAINING, SMOKE_TRAINING, GpusPerTrial, Preset, hpo_main
 
 
 def space(trial):
@@ -35,6 +35,7 @@ PRESETS = {
         seeds=[0],
         trials=50,
         overrides={**PAPER_TRAINING, "train.epochs": 200},
+        gpus_per_trial=GpusPerTrial(0.25),  # as the ablation's paper preset
     ),
 }
 

@@ -29,6 +29,9 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
     """The embedded dataset behind ``data.root = "synthetic"`` goes to a per-session cache."""
     os.environ["PAGMFR_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token auth on by default
+    # A study started without a cluster address starts its own Ray on loopback: never the
+    # cluster another test (or person) started on this machine, which Ray would otherwise join.
+    os.environ["RAY_ADDRESS"] = "local"
     os.environ.setdefault("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
 
 

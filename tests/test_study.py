@@ -14,7 +14,7 @@ from conftest import smoke_study_command
 
 from pagmfr.config import Config
 from pagmfr.data.pipeline import resolve_data_root
-from pagmfr.study import StudyOptions, load_best_config, run_ablation, run_hpo
+from pagmfr.study import StudyOptions, load_best_config, run_ablation, run_hpo, start_local_ray
 from pagmfr.study.presets import SMOKE_TRAINING as QUICK
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -24,7 +24,7 @@ VARIANTS = {"full model": {}, "w/o MFFM": {"fusion.mode": "none"}}
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2)
     yield
     ray.shutdown()
 
