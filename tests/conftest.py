@@ -132,3 +132,9 @@ def smoke_study_command(name: str, tracking_uri: str, storage: Path, *extra: str
         str(storage),
         *extra,
     ]
+
+
+def tiered(combinations: list[tuple], quick: list[tuple]) -> list:
+    """Every combination for the full suite; the ones not in ``quick`` marked slow, so that
+    ``pytest -m "not slow"`` still tries each value once, in seconds."""
+    return [c if c in quick else pytest.param(*c, marks=pytest.mark.slow) for c in combinations]

@@ -371,10 +371,11 @@ def test_ray_up_submit_lose_a_worker_resubmit_down(machines):
 
     # ---- submit, and lose the worker mid-study ----
     study = ("submit", config, "studies/ablation.py", "--", "--preset", "smoke")
-    study += ("--storage-path", f"{shared}/runs")
+    # Six epochs, not smoke's two: the worker's trial must still be training when it is lost.
+    study += ("--storage-path", f"{shared}/runs", "--set", "train.epochs=6")
     submit = laptop.start_ray(*study)
     running = _wait(
-        lambda: any("ImplicitFunc" in c for c in worker.ray_processes().values()),
+        lambda: any("ImplicitFunc.train" in c for c in worker.ray_processes().values()),
         600,
         "a trial on the worker node",
     )
@@ -401,7 +402,8 @@ def test_ray_up_submit_lose_a_worker_resubmit_down(machines):
         } <= run.data.tags.keys()
         assert run.data.tags["study"] == STUDY and run.data.tags["method"] == "pagmfr"
         assert "au_pro" in run.data.metrics
-    assert any("recovered" in r.data.tags for r in runs)  # the lost node's trial was retried
+    recovered = [r for r in runs if "recovered" in r.data.tags]
+    assert recovered, output[-6000:]  # the lost node's trial was retried
     step("study finished: 4 runs, none lost, no duplicates, the killed trial retried")
 
     # ---- the same command again trains nothing ----

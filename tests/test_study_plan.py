@@ -37,7 +37,8 @@ def dry_run(ablation_study, capsys):
 
     def run(*args):
         code = ablation_main(ablation_study.VARIANTS, ablation_study.PRESETS, "", list(args))
-        return code, capsys.readouterr().out
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
 
     return run
 
