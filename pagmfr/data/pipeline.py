@@ -71,9 +71,12 @@ def split_train_validation(count: int, fraction: float, seed: int) -> tuple[list
 
 
 class PseudoAnomalyTrainSet(Dataset):
-    """Clean image, its pseudo-anomalous version and mask. Each sample's randomness comes from
-    (seed, epoch, index), so it does not depend on the worker that draws it and a resumed run
-    sees the same samples. Set ``epoch`` before each epoch's loader is created."""
+    """Clean image, its pseudo-anomalous version and mask, and ``index``: the sample's position
+    in this training set (0..len-1), the order :meth:`TrainingSetup.clean_batches` yields the
+    clean images in, so a model can tell which of its prepared entries (a prompt bank, a
+    memory bank) came from this very image and leave it out. Each sample's randomness comes
+    from (seed, epoch, index), so it does not depend on the worker that draws it and a resumed
+    run sees the same samples. Set ``epoch`` before each epoch's loader is created."""
 
     def __init__(self, base: MVTecAD, indices: list[int], generator: PseudoAnomalyGenerator):
         self.base = base
@@ -92,6 +95,7 @@ class PseudoAnomalyTrainSet(Dataset):
             "image": image_to_tensor(image),
             "pseudo": image_to_tensor(pseudo),
             "mask": torch.from_numpy(mask[None].astype(np.float32)),
+            "index": torch.tensor(i, dtype=torch.long),
         }
 
 
