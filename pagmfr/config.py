@@ -125,6 +125,9 @@ class AnomalyConfig:
     #: Image score: max of the smoothed map, or mean of its top-k pixels.
     score: Literal["max", "topk"] = "max"
     topk: int = 100
+    #: PAGMFR's map (and so its score) before smoothing: the sigmoid of the head's logits, or
+    #: the logits themselves. The sigmoid saturates: many test images tie at a score of ~1.
+    map_output: Literal["sigmoid", "logits"] = "sigmoid"
 
     def checks(self) -> list[Check]:
         """Each knob's constraint as (field, holds, requirement)."""

@@ -33,7 +33,8 @@ class TrainingSetup:
     fingerprint: str
 
     def clean_batches(self, batch_size: int) -> Iterable[torch.Tensor]:
-        """The training images without pseudo-anomalies, e.g. for memory or prompt banks."""
+        """The training images without pseudo-anomalies, e.g. for memory or prompt banks, in the
+        order of the training set: the k-th image yielded is the sample with ``index`` k."""
         data, indices = self.train_set.base, self.train_set.indices
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]

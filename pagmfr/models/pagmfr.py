@@ -167,7 +167,7 @@ class PAGMFROutput:
     """Everything one forward pass computes; the loss needs more of it than prediction."""
 
     logits: torch.Tensor  # (B, 1, H, W); z-scored branch mean when unsupervised
-    anomaly_map: torch.Tensor  # (B, 1, H, W), smoothed sigmoid of the logits
+    anomaly_map: torch.Tensor  # (B, 1, H, W), smoothed sigmoid of the logits (or the logits)
     score: torch.Tensor  # (B,)
     reconstruction: torch.Tensor  # x^, (B, 3, H, W)
     features: list[torch.Tensor]  # backbone features of the input
@@ -216,14 +216,13 @@ class PAGMFR(AnomalyMethod):
         fused = None if self.fusion is None else self.fusion(features, reconstructed)
         maps = self.calculator.branch_maps(images, reconstruction, features, reconstructed)
         logits = self.calculator(maps, fused)
-        anomaly = self.config.anomaly
-        anomaly_map, score = smooth_and_score(
-            torch.sigmoid(logits.float()), anomaly.smoothing_sigma, anomaly.score, anomaly.topk
-        )
+        a = self.config.anomaly
+        values = torch.sigmoid(logits.float()) if a.map_output == "sigmoid" else logits.float()
+        anomaly_map, score = smooth_and_score(values, a.smoothing_sigma, a.score, a.topk)
         return PAGMFROutput(logits, anomaly_map, score, reconstruction, features, reconstructed)
 
     def predict(self, images: torch.Tensor) -> Prediction:
-        """Anomaly maps (B, 1, H, W) in [0, 1] and image scores (B,)."""
+        """Anomaly maps (B, 1, H, W) (in [0, 1] with the sigmoid output) and scores (B,)."""
         output = self(images)
         return output.anomaly_map, output.score
 
