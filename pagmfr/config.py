@@ -128,6 +128,9 @@ class AnomalyConfig:
     #: PAGMFR's map (and so its score) before smoothing: the sigmoid of the head's logits, or
     #: the logits themselves. The sigmoid saturates: many test images tie at a score of ~1.
     map_output: Literal["sigmoid", "logits"] = "sigmoid"
+    #: Which training samples the branch maps' running mean/std (their z-scoring) is gathered
+    #: on: all of them (half pseudo-anomalous by default), or only those left normal.
+    map_stats: Literal["all", "normal"] = "all"
 
     def checks(self) -> list[Check]:
         """Each knob's constraint as (field, holds, requirement)."""

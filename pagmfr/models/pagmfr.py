@@ -147,12 +147,18 @@ class AnomalyCalculator(nn.Module):
             maps.append(1.0 - ssim_map(image, reconstruction))
         return torch.cat(maps, dim=1)
 
-    def forward(self, maps: torch.Tensor, fused: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, maps: torch.Tensor, fused: torch.Tensor | None, normal: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``normal``: a (B,) bool selector of the samples the running statistics may learn
+        from (None: all of them)."""
         if self.training:
             with torch.no_grad():
-                mean, std = maps.mean(dim=(0, 2, 3)), maps.std(dim=(0, 2, 3)).clamp_min(1e-6)
-                self.map_mean.lerp_(mean.to(self.map_mean), self.momentum)
-                self.map_std.lerp_(std.to(self.map_std), self.momentum)
+                seen = maps if normal is None else maps[normal]
+                if seen.shape[0] > 0:
+                    mean, std = seen.mean(dim=(0, 2, 3)), seen.std(dim=(0, 2, 3)).clamp_min(1e-6)
+                    self.map_mean.lerp_(mean.to(self.map_mean), self.momentum)
+                    self.map_std.lerp_(std.to(self.map_std), self.momentum)
         normalised = (maps - self.map_mean.view(1, -1, 1, 1)) / self.map_std.view(1, -1, 1, 1)
         if not self.learned:
             return normalised.mean(dim=1, keepdim=True)
@@ -209,13 +215,17 @@ class PAGMFR(AnomalyMethod):
             len(channels), anomaly.branches, fused_channels, anomaly.hidden, learned
         )
 
-    def forward(self, images: torch.Tensor) -> PAGMFROutput:
+    def forward(self, images: torch.Tensor, normal: torch.Tensor | None = None) -> PAGMFROutput:
+        """``normal``: in training, which samples carry no pseudo-anomaly (for the maps'
+        running statistics with ``anomaly.map_stats=normal``)."""
         size = images.shape[-2:]
         features = self.backbone(images)
         reconstructed, reconstruction = self.reconstruction(features, size)
         fused = None if self.fusion is None else self.fusion(features, reconstructed)
         maps = self.calculator.branch_maps(images, reconstruction, features, reconstructed)
-        logits = self.calculator(maps, fused)
+        logits = self.calculator(
+            maps, fused, normal if self.config.anomaly.map_stats == "normal" else None
+        )
         a = self.config.anomaly
         values = torch.sigmoid(logits.float()) if a.map_output == "sigmoid" else logits.float()
         anomaly_map, score = smooth_and_score(values, a.smoothing_sigma, a.score, a.topk)
@@ -232,7 +242,7 @@ class PAGMFR(AnomalyMethod):
         """Weighted sum of image reconstruction (MSE + SSIM), clean-feature reconstruction and,
         when the head is learned, focal loss against the pseudo-anomaly mask."""
         weights = self.config.loss
-        output = self(batch["pseudo"])
+        output = self(batch["pseudo"], normal=batch["mask"].flatten(1).amax(dim=1) == 0)
         with torch.no_grad():
             clean_features = self.backbone(batch["image"])
         mse, ssim_term = image_reconstruction_losses(output.reconstruction, batch["image"])
