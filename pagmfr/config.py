@@ -98,6 +98,17 @@ class BackboneConfig:
 
 
 @dataclass
+class MFRMConfig:
+    """PAGMFR's multi-scale feature reconstruction module (``mfrm.*``)."""
+
+    #: Which backbone scales enter the reconstruction decoder: all (a 1x1 lateral at every
+    #: scale, U-Net/FPN-like: shallow scales can pass a defect straight through to their
+    #: reconstruction) or deepest (the decoder starts from the deepest scale only and must
+    #: reconstruct the shallower ones from it).
+    skips: Literal["all", "deepest"] = "all"
+
+
+@dataclass
 class FusionConfig:
     """PAGMFR's multi-scale feature fusion module (``fusion.*``)."""
 
@@ -201,6 +212,7 @@ SECTIONS: dict[str, type] = {
     "generator": GeneratorConfig,
     "validation": ValidationConfig,
     "backbone": BackboneConfig,
+    "mfrm": MFRMConfig,
     "fusion": FusionConfig,
     "anomaly": AnomalyConfig,
     "loss": LossConfig,
@@ -230,6 +242,7 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    mfrm: MFRMConfig = field(default_factory=MFRMConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
     loss: LossConfig = field(default_factory=LossConfig)

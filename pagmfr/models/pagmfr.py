@@ -34,16 +34,22 @@ _LAB_SCALE = 100.0  # Delta E of 100 is about the largest colour difference: sca
 
 class FeatureReconstruction(nn.Module):
     """MFRM: a top-down decoder from the pseudo-anomalous features to the clean features at
-    every used scale (deep to shallow, each scale seeing the one below), and the clean image."""
+    every used scale (deep to shallow, each scale seeing the one below), and the clean image.
+    ``skips="all"`` feeds every scale's features in through a 1x1 lateral conv; ``"deepest"``
+    only the deepest scale's, so shallower scales are reconstructed, not copied."""
 
-    def __init__(self, channels: list[int], stride: int, max_width: int = 256):
+    def __init__(
+        self, channels: list[int], stride: int, max_width: int = 256, skips: str = "all"
+    ):
         super().__init__()
         widths = [min(c, max_width) for c in channels]
-        self.lateral = nn.ModuleList(
-            nn.Conv2d(c, w, 1) for c, w in zip(channels, widths, strict=True)
-        )
+        n = len(widths)
+        used = range(n) if skips == "all" else [n - 1]
+        self.lateral = nn.ModuleDict({str(i): nn.Conv2d(channels[i], widths[i], 1) for i in used})
         self.blocks = nn.ModuleList(
-            ConvBlock(w if i == len(widths) - 1 else w + widths[i + 1], w)
+            ConvBlock(
+                (w if str(i) in self.lateral else 0) + (widths[i + 1] if i < n - 1 else 0), w
+            )
             for i, w in enumerate(widths)
         )
         self.heads = nn.ModuleList(
@@ -56,10 +62,12 @@ class FeatureReconstruction(nn.Module):
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         hidden, reconstructed = None, [None] * len(features)
         for i in reversed(range(len(features))):
-            x = self.lateral[i](features[i])
+            parts = []
+            if str(i) in self.lateral:
+                parts.append(self.lateral[str(i)](features[i]))
             if hidden is not None:
-                x = torch.cat([x, upsample_to(hidden, x.shape[-2:])], dim=1)
-            hidden = self.blocks[i](x)
+                parts.append(upsample_to(hidden, features[i].shape[-2:]))
+            hidden = self.blocks[i](torch.cat(parts, dim=1))
             reconstructed[i] = self.heads[i](hidden)
         return reconstructed, self.image(hidden, size)
 
@@ -200,7 +208,9 @@ class PAGMFR(AnomalyMethod):
         backbone, anomaly = config.backbone, config.anomaly
         self.backbone = ResNetFeatures(backbone.name, backbone.layers)
         channels = self.backbone.channels
-        self.reconstruction = FeatureReconstruction(channels, self.backbone.strides[0])
+        self.reconstruction = FeatureReconstruction(
+            channels, self.backbone.strides[0], skips=config.mfrm.skips
+        )
         # Without pseudo-anomalies the head has nothing to learn, and the fused features feed
         # only the head: neither is built then.
         learned = anomaly.head == "learned" or (
