@@ -142,6 +142,16 @@ class AnomalyConfig:
     #: Which training samples the branch maps' running mean/std (their z-scoring) is gathered
     #: on: all of them (half pseudo-anomalous by default), or only those left normal.
     map_stats: Literal["all", "normal"] = "all"
+    #: Normal-feature evidence: one more branch map, the nearest-neighbour distance of the
+    #: input's patch features (PatchCore-style: 3x3-averaged frozen-backbone features of
+    #: ``knn_layers``, resized to the finest and concatenated) to those of the clean training
+    #: images, gathered once before training. A training image is scored against the other
+    #: training images only (leave-one-image-out), as an unseen test image will be.
+    knn: bool = False
+    #: Backbone stages the patch features come from (must be among backbone.layers).
+    knn_layers: tuple[int, ...] = (2, 3)
+    #: Share of the training patches kept in memory (greedy k-centre coreset; 1: all).
+    knn_coreset: float = 1.0
 
     def checks(self) -> list[Check]:
         """Each knob's constraint as (field, holds, requirement)."""
@@ -149,6 +159,7 @@ class AnomalyConfig:
             ("hidden", self.hidden >= 1, "must be >= 1"),
             ("smoothing_sigma", self.smoothing_sigma >= 0.0, "must be >= 0"),
             ("topk", self.topk >= 1, "must be >= 1"),
+            ("knn_coreset", 0.0 < self.knn_coreset <= 1.0, "must be in (0, 1]"),
         ]
 
 
@@ -321,6 +332,12 @@ class Config:
                     raise ValueError(f"{key} {requirement}; got {flat[key]!r}")
         self._check_strategies()
         self._check_smoothing()
+        anomaly = self.anomaly
+        if anomaly.knn and not (anomaly.knn_layers and set(anomaly.knn_layers) <= set(self.backbone.layers)):
+            raise ValueError(
+                f"anomaly.knn_layers must be among backbone.layers ({self.backbone.layers}) when "
+                f"anomaly.knn is on; got {anomaly.knn_layers}"
+            )
         if self.anomaly.head == "learned" and not self.trains_on_pseudo_anomalies:
             raise ValueError(
                 "anomaly.head learned needs pseudo-anomalies in training; got method "

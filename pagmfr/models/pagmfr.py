@@ -10,6 +10,7 @@ map is the mean of the branch maps, each normalised by its running statistics on
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from pagmfr.models.backbone import ResNetFeatures
 from pagmfr.models.base import AnomalyMethod, Prediction
 from pagmfr.models.common import ConvBlock, ImageDecoder, smooth_and_score, upsample_to
 from pagmfr.models.registry import register_model
+from pagmfr.models.memory import PatchMemory, patch_features
 
 _LAB_SCALE = 100.0  # Delta E of 100 is about the largest colour difference: scale to ~[0, 1]
 
@@ -109,13 +111,21 @@ class AnomalyCalculator(nn.Module):
     plus the fused features, turned into anomaly logits at input resolution by 1x1 convs."""
 
     def __init__(
-        self, n_scales: int, branches: str, fused_channels: int, hidden: int, learned: bool
+        self,
+        n_scales: int,
+        branches: str,
+        fused_channels: int,
+        hidden: int,
+        learned: bool,
+        knn: bool = False,
     ):
         super().__init__()
         self.branches = branches
         self.learned = learned
-        n_maps = (n_scales if branches in ("feature", "both") else 0) + (
-            2 if branches in ("image", "both") else 0
+        n_maps = (
+            (n_scales if branches in ("feature", "both") else 0)
+            + (2 if branches in ("image", "both") else 0)
+            + (1 if knn else 0)
         )
         self.reduce = nn.Conv2d(fused_channels, hidden, 1) if fused_channels else None
         inputs = n_maps + (hidden if fused_channels else 0)
@@ -142,7 +152,9 @@ class AnomalyCalculator(nn.Module):
         reconstruction: torch.Tensor,
         features: list[torch.Tensor],
         reconstructed: list[torch.Tensor],
+        knn: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """(B, n_maps, H, W); ``knn``, the patch memory's distance map, comes last."""
         size = image.shape[-2:]
         maps = []
         if self.branches in ("feature", "both"):
@@ -153,6 +165,8 @@ class AnomalyCalculator(nn.Module):
         if self.branches in ("image", "both"):
             maps.append(lab_difference_map(image, reconstruction) / _LAB_SCALE)
             maps.append(1.0 - ssim_map(image, reconstruction))
+        if knn is not None:
+            maps.append(upsample_to(knn, size))
         return torch.cat(maps, dim=1)
 
     def forward(
@@ -222,17 +236,59 @@ class PAGMFR(AnomalyMethod):
         )
         fused_channels = config.fusion.channels if fuse else 0
         self.calculator = AnomalyCalculator(
-            len(channels), anomaly.branches, fused_channels, anomaly.hidden, learned
+            len(channels), anomaly.branches, fused_channels, anomaly.hidden, learned, knn=a.knn
+        )
+        self.memory = PatchMemory() if anomaly.knn else None
+        self._knn_scales = [self.backbone.layers.index(layer) for layer in anomaly.knn_layers]
+
+    @torch.no_grad()
+    def prepare(self, batches: Iterable[torch.Tensor]) -> None:
+        """Fill the patch memory (``anomaly.knn``) from the clean training images, given in
+        training-set order (the k-th image is the sample whose ``index`` is k)."""
+        if self.memory is None:
+            return
+        device = next(self.backbone.parameters()).device
+        patches, owners, seen = [], [], 0
+        for images in batches:
+            features = self.backbone(images.to(device))
+            p = patch_features([features[i] for i in self._knn_scales])
+            b, c = p.shape[:2]
+            patches.append(p.permute(0, 2, 3, 1).reshape(-1, c).cpu())
+            owners.append(torch.arange(seen, seen + b).repeat_interleave(p[0, 0].numel()))
+            seen += b
+        self.memory.fill(
+            torch.cat(patches),
+            torch.cat(owners),
+            self.config.anomaly.knn_coreset,
+            self.config.train.seed,
+        )
+        self.memory.to(device)
+
+    def knn_map(
+        self, features: list[torch.Tensor], exclude: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        if self.memory is None:
+            return None
+        return self.memory.distances(
+            patch_features([features[i] for i in self._knn_scales]), exclude
         )
 
-    def forward(self, images: torch.Tensor, normal: torch.Tensor | None = None) -> PAGMFROutput:
+    def forward(
+        self,
+        images: torch.Tensor,
+        normal: torch.Tensor | None = None,
+        exclude: torch.Tensor | None = None,
+    ) -> PAGMFROutput:
         """``normal``: in training, which samples carry no pseudo-anomaly (for the maps'
-        running statistics with ``anomaly.map_stats=normal``)."""
+        running statistics with ``anomaly.map_stats=normal``); ``exclude``: each training
+        sample's own ``index``, whose entries in the patch memory it may not match."""
         size = images.shape[-2:]
         features = self.backbone(images)
         reconstructed, reconstruction = self.reconstruction(features, size)
         fused = None if self.fusion is None else self.fusion(features, reconstructed)
-        maps = self.calculator.branch_maps(images, reconstruction, features, reconstructed)
+        maps = self.calculator.branch_maps(
+            images, reconstruction, features, reconstructed, self.knn_map(features, exclude)
+        )
         logits = self.calculator(
             maps, fused, normal if self.config.anomaly.map_stats == "normal" else None
         )
@@ -252,7 +308,11 @@ class PAGMFR(AnomalyMethod):
         """Weighted sum of image reconstruction (MSE + SSIM), clean-feature reconstruction and,
         when the head is learned, focal loss against the pseudo-anomaly mask."""
         weights = self.config.loss
-        output = self(batch["pseudo"], normal=batch["mask"].flatten(1).amax(dim=1) == 0)
+        output = self(
+            batch["pseudo"],
+            normal=batch["mask"].flatten(1).amax(dim=1) == 0,
+            exclude=batch.get("index"),
+        )
         with torch.no_grad():
             clean_features = self.backbone(batch["image"])
         mse, ssim_term = image_reconstruction_losses(output.reconstruction, batch["image"])
