@@ -142,6 +142,11 @@ class AnomalyConfig:
     #: Which training samples the branch maps' running mean/std (their z-scoring) is gathered
     #: on: all of them (half pseudo-anomalous by default), or only those left normal.
     map_stats: Literal["all", "normal"] = "all"
+    #: z-scoring per branch map with one mean/std each (global), or per map and pixel
+    #: position (pixel: removes position-bound offsets such as a decoder's border artefacts,
+    #: which every image shares; warm-started with cumulative averages, then updated like
+    #: batch-norm statistics).
+    map_norm: Literal["global", "pixel"] = "global"
     #: Normal-feature evidence: one more branch map, the nearest-neighbour distance of the
     #: input's patch features (PatchCore-style: 3x3-averaged frozen-backbone features of
     #: ``knn_layers``, resized to the finest and concatenated) to those of the clean training

@@ -118,10 +118,13 @@ class AnomalyCalculator(nn.Module):
         hidden: int,
         learned: bool,
         knn: bool = False,
+        pixel_stats: int = 0,
     ):
+        """``pixel_stats``: the map size (square) for per-pixel statistics; 0: global."""
         super().__init__()
         self.branches = branches
         self.learned = learned
+        self.pixel_stats = pixel_stats
         n_maps = (
             (n_scales if branches in ("feature", "both") else 0)
             + (2 if branches in ("image", "both") else 0)
@@ -145,6 +148,30 @@ class AnomalyCalculator(nn.Module):
         self.register_buffer("map_mean", torch.zeros(n_maps))
         self.register_buffer("map_std", torch.ones(n_maps))
         self.momentum = 0.1
+        if pixel_stats:  # first and second moments per map and pixel, and batches seen
+            self.register_buffer("pixel_mean", torch.zeros(n_maps, pixel_stats, pixel_stats))
+            self.register_buffer("pixel_square", torch.ones(n_maps, pixel_stats, pixel_stats))
+            self.register_buffer("pixel_batches", torch.zeros((), dtype=torch.long))
+
+    def _update_pixel_stats(self, seen: torch.Tensor) -> None:
+        seen = upsample_to(seen.float(), self.pixel_mean.shape[-2:])
+        # cumulative average over the first 1/momentum batches, then exponential
+        rate = max(self.momentum, 1.0 / (int(self.pixel_batches) + 1))
+        self.pixel_mean.lerp_(seen.mean(dim=0), rate)
+        self.pixel_square.lerp_(seen.pow(2).mean(dim=0), rate)
+        self.pixel_batches += 1
+
+    def normalise(self, maps: torch.Tensor) -> torch.Tensor:
+        """z-scores of the branch maps with the running statistics (global or per pixel)."""
+        if not self.pixel_stats:
+            return (maps - self.map_mean.view(1, -1, 1, 1)) / self.map_std.view(1, -1, 1, 1)
+        mean = self.pixel_mean
+        std = (self.pixel_square - mean.pow(2)).clamp_min(0).sqrt()
+        # a pixel's std never below a tenth of the map's typical one: no division by ~0
+        std = torch.maximum(std, 0.1 * std.flatten(1).median(dim=1).values.view(-1, 1, 1))
+        size = maps.shape[-2:]
+        mean, std = upsample_to(mean[None], size), upsample_to(std[None].clamp_min(1e-6), size)
+        return (maps - mean) / std
 
     def branch_maps(
         self,
@@ -177,11 +204,13 @@ class AnomalyCalculator(nn.Module):
         if self.training:
             with torch.no_grad():
                 seen = maps if normal is None else maps[normal]
-                if seen.shape[0] > 0:
+                if seen.shape[0] > 0 and self.pixel_stats:
+                    self._update_pixel_stats(seen)
+                elif seen.shape[0] > 0:
                     mean, std = seen.mean(dim=(0, 2, 3)), seen.std(dim=(0, 2, 3)).clamp_min(1e-6)
                     self.map_mean.lerp_(mean.to(self.map_mean), self.momentum)
                     self.map_std.lerp_(std.to(self.map_std), self.momentum)
-        normalised = (maps - self.map_mean.view(1, -1, 1, 1)) / self.map_std.view(1, -1, 1, 1)
+        normalised = self.normalise(maps)
         if not self.learned:
             return normalised.mean(dim=1, keepdim=True)
         inputs = [normalised]  # branch maps differ in scale by 100x: the head sees z-scores
@@ -236,7 +265,13 @@ class PAGMFR(AnomalyMethod):
         )
         fused_channels = config.fusion.channels if fuse else 0
         self.calculator = AnomalyCalculator(
-            len(channels), anomaly.branches, fused_channels, anomaly.hidden, learned, knn=a.knn
+            len(channels),
+            anomaly.branches,
+            fused_channels,
+            anomaly.hidden,
+            learned,
+            knn=anomaly.knn,
+            pixel_stats=config.data.image_size if anomaly.map_norm == "pixel" else 0,
         )
         self.memory = PatchMemory() if anomaly.knn else None
         self._knn_scales = [self.backbone.layers.index(layer) for layer in anomaly.knn_layers]
