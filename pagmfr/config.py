@@ -147,6 +147,11 @@ class AnomalyConfig:
     #: which every image shares; warm-started with cumulative averages, then updated like
     #: batch-norm statistics).
     map_norm: Literal["global", "pixel"] = "global"
+    #: The learned head: an MLP from the z-scored maps (and fused features) to the logits
+    #: (mlp), or the mean of the z-scored maps plus that MLP with its last layer starting at
+    #: zero (residual): an untrained head then gives the unsupervised map, not a random
+    #: projection of it, and training corrects it from there.
+    head_form: Literal["mlp", "residual"] = "mlp"
     #: Normal-feature evidence: one more branch map, the nearest-neighbour distance of the
     #: input's patch features (PatchCore-style: 3x3-averaged frozen-backbone features of
     #: ``knn_layers``, resized to the finest and concatenated) to those of the clean training

@@ -119,12 +119,16 @@ class AnomalyCalculator(nn.Module):
         learned: bool,
         knn: bool = False,
         pixel_stats: int = 0,
+        residual: bool = False,
     ):
-        """``pixel_stats``: the map size (square) for per-pixel statistics; 0: global."""
+        """``pixel_stats``: the map size (square) for per-pixel statistics; 0: global.
+        ``residual``: logits = mean of the z-scored maps + MLP, the MLP's output layer
+        zero-initialised."""
         super().__init__()
         self.branches = branches
         self.learned = learned
         self.pixel_stats = pixel_stats
+        self.residual = residual
         n_maps = (
             (n_scales if branches in ("feature", "both") else 0)
             + (2 if branches in ("image", "both") else 0)
@@ -143,6 +147,9 @@ class AnomalyCalculator(nn.Module):
             if learned
             else None
         )
+        if self.head is not None and residual:
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
         # Running mean/std of each branch map on training images: the normalisation of the
         # unsupervised map, updated like batch-norm statistics.
         self.register_buffer("map_mean", torch.zeros(n_maps))
@@ -216,7 +223,10 @@ class AnomalyCalculator(nn.Module):
         inputs = [normalised]  # branch maps differ in scale by 100x: the head sees z-scores
         if self.reduce is not None:
             inputs.append(upsample_to(self.reduce(fused), maps.shape[-2:]))
-        return self.head(torch.cat(inputs, dim=1))
+        logits = self.head(torch.cat(inputs, dim=1))
+        if self.residual:
+            logits = logits + normalised.mean(dim=1, keepdim=True)
+        return logits
 
 
 @dataclass
@@ -272,6 +282,7 @@ class PAGMFR(AnomalyMethod):
             learned,
             knn=anomaly.knn,
             pixel_stats=config.data.image_size if anomaly.map_norm == "pixel" else 0,
+            residual=anomaly.head_form == "residual",
         )
         self.memory = PatchMemory() if anomaly.knn else None
         self._knn_scales = [self.backbone.layers.index(layer) for layer in anomaly.knn_layers]
