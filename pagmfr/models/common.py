@@ -62,3 +62,38 @@ def smooth_and_score(
     if score == "max":
         return anomaly_map, flat.amax(dim=1)
     return anomaly_map, flat.topk(min(topk, flat.shape[1]), dim=1).values.mean(dim=1)
+
+
+class PixelStats(nn.Module):
+    """Running mean and standard deviation of ``n_maps`` maps at every pixel position (at
+    ``size`` x ``size``; other sizes are resampled), from normal images: a cumulative average
+    over the first ``1 / momentum`` updates, then exponential, like batch-norm statistics.
+    ``normalise`` z-scores maps with them, removing offsets every image shares at a position
+    (a decoder's border artefacts) that a global mean/std cannot."""
+
+    def __init__(self, n_maps: int, size: int, momentum: float = 0.1):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("mean", torch.zeros(n_maps, size, size))
+        self.register_buffer("square", torch.ones(n_maps, size, size))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, maps: torch.Tensor) -> None:
+        """``maps`` (B, n_maps, H, W) of normal images; nothing happens when B is 0."""
+        if maps.shape[0] == 0:
+            return
+        maps = upsample_to(maps.float(), self.mean.shape[-2:])
+        rate = max(self.momentum, 1.0 / (int(self.updates) + 1))
+        self.mean.lerp_(maps.mean(dim=0), rate)
+        self.square.lerp_(maps.pow(2).mean(dim=0), rate)
+        self.updates += 1
+
+    def normalise(self, maps: torch.Tensor) -> torch.Tensor:
+        std = (self.square - self.mean.pow(2)).clamp_min(0).sqrt()
+        # a pixel's std never below a tenth of the map's median one: no division by ~0
+        std = torch.maximum(std, 0.1 * std.flatten(1).median(dim=1).values.view(-1, 1, 1))
+        size = maps.shape[-2:]
+        mean = upsample_to(self.mean[None], size)
+        std = upsample_to(std[None], size).clamp_min(1e-6)
+        return (maps - mean.to(maps.dtype)) / std.to(maps.dtype)

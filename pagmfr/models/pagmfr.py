@@ -27,7 +27,13 @@ from pagmfr.losses import (
 )
 from pagmfr.models.backbone import ResNetFeatures
 from pagmfr.models.base import AnomalyMethod, Prediction
-from pagmfr.models.common import ConvBlock, ImageDecoder, smooth_and_score, upsample_to
+from pagmfr.models.common import (
+    ConvBlock,
+    ImageDecoder,
+    PixelStats,
+    smooth_and_score,
+    upsample_to,
+)
 from pagmfr.models.registry import register_model
 from pagmfr.models.memory import PatchMemory, patch_features
 
@@ -127,7 +133,6 @@ class AnomalyCalculator(nn.Module):
         super().__init__()
         self.branches = branches
         self.learned = learned
-        self.pixel_stats = pixel_stats
         self.residual = residual
         n_maps = (
             (n_scales if branches in ("feature", "both") else 0)
@@ -155,30 +160,13 @@ class AnomalyCalculator(nn.Module):
         self.register_buffer("map_mean", torch.zeros(n_maps))
         self.register_buffer("map_std", torch.ones(n_maps))
         self.momentum = 0.1
-        if pixel_stats:  # first and second moments per map and pixel, and batches seen
-            self.register_buffer("pixel_mean", torch.zeros(n_maps, pixel_stats, pixel_stats))
-            self.register_buffer("pixel_square", torch.ones(n_maps, pixel_stats, pixel_stats))
-            self.register_buffer("pixel_batches", torch.zeros((), dtype=torch.long))
-
-    def _update_pixel_stats(self, seen: torch.Tensor) -> None:
-        seen = upsample_to(seen.float(), self.pixel_mean.shape[-2:])
-        # cumulative average over the first 1/momentum batches, then exponential
-        rate = max(self.momentum, 1.0 / (int(self.pixel_batches) + 1))
-        self.pixel_mean.lerp_(seen.mean(dim=0), rate)
-        self.pixel_square.lerp_(seen.pow(2).mean(dim=0), rate)
-        self.pixel_batches += 1
+        self.pixel = PixelStats(n_maps, pixel_stats) if pixel_stats else None
 
     def normalise(self, maps: torch.Tensor) -> torch.Tensor:
         """z-scores of the branch maps with the running statistics (global or per pixel)."""
-        if not self.pixel_stats:
-            return (maps - self.map_mean.view(1, -1, 1, 1)) / self.map_std.view(1, -1, 1, 1)
-        mean = self.pixel_mean
-        std = (self.pixel_square - mean.pow(2)).clamp_min(0).sqrt()
-        # a pixel's std never below a tenth of the map's typical one: no division by ~0
-        std = torch.maximum(std, 0.1 * std.flatten(1).median(dim=1).values.view(-1, 1, 1))
-        size = maps.shape[-2:]
-        mean, std = upsample_to(mean[None], size), upsample_to(std[None].clamp_min(1e-6), size)
-        return (maps - mean) / std
+        if self.pixel is not None:
+            return self.pixel.normalise(maps)
+        return (maps - self.map_mean.view(1, -1, 1, 1)) / self.map_std.view(1, -1, 1, 1)
 
     def branch_maps(
         self,
@@ -211,8 +199,8 @@ class AnomalyCalculator(nn.Module):
         if self.training:
             with torch.no_grad():
                 seen = maps if normal is None else maps[normal]
-                if seen.shape[0] > 0 and self.pixel_stats:
-                    self._update_pixel_stats(seen)
+                if self.pixel is not None:
+                    self.pixel.update(seen)
                 elif seen.shape[0] > 0:
                     mean, std = seen.mean(dim=(0, 2, 3)), seen.std(dim=(0, 2, 3)).clamp_min(1e-6)
                     self.map_mean.lerp_(mean.to(self.map_mean), self.momentum)
