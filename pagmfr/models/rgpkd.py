@@ -15,6 +15,7 @@ as in reverse distillation), the loss weights and the backbone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -70,12 +71,14 @@ def _pooled(feature: torch.Tensor) -> torch.Tensor:
 
 class PromptBank(nn.Module):
     """Teacher features of training images (float16) with their pooled, normalised deepest
-    feature as the retrieval key. Buffers are sized when filled or loaded from a checkpoint."""
+    feature as the retrieval key and ``ids``, the training-set position of each entry's image.
+    Buffers are sized when filled or loaded from a checkpoint."""
 
     def __init__(self, n_scales: int):
         super().__init__()
         self.n_scales = n_scales
         self.register_buffer("keys", torch.zeros(0))
+        self.register_buffer("ids", torch.zeros(0, dtype=torch.long))
         for i in range(n_scales):
             self.register_buffer(f"scale{i}", torch.zeros(0))
 
@@ -87,24 +90,35 @@ class PromptBank(nn.Module):
         """Per-scale features of ``index`` (B, k) -> list of (B, k, C, h, w)."""
         return [getattr(self, f"scale{i}")[index].float() for i in range(self.n_scales)]
 
-    def fill(self, keys: torch.Tensor, features: list[torch.Tensor]) -> None:
+    def fill(
+        self, keys: torch.Tensor, features: list[torch.Tensor], ids: torch.Tensor | None = None
+    ) -> None:
         self.keys = keys.float()
+        self.ids = (
+            torch.arange(keys.shape[0], device=keys.device) if ids is None else ids.long()
+        ).to(keys.device)
         for i, feature in enumerate(features):
             setattr(self, f"scale{i}", feature.half())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in ["keys"] + [f"scale{i}" for i in range(self.n_scales)]:
+        for name in ["keys", "ids"] + [f"scale{i}" for i in range(self.n_scales)]:
             if prefix + name in state_dict:  # adopt the saved bank's size before copying
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def retrieve(self, query: torch.Tensor, topk: int, exclude_self: bool) -> torch.Tensor:
-        """Indices (B, k) of the most similar entries; ``exclude_self`` skips a training image's
-        own entry (similarity 1), which would make the prompt a copy of the answer."""
-        similarity = query @ self.keys.T
-        if exclude_self and self.size > topk:
-            similarity = similarity.masked_fill(similarity > 1 - 1e-5, -2.0)
-        return similarity.topk(min(topk, self.size), dim=1).indices
+    def retrieve(
+        self, query: torch.Tensor, topk: int, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Indices (B, k) of the most similar entries. ``exclude`` (B,): each query's own
+        training-set position; the entry of that image is never returned (it would make the
+        prompt a copy of the answer). Excluding by identity, not by a similarity threshold,
+        holds under any precision (bf16 self-similarity can fall below 1 - 1e-5)."""
+        similarity = query.float() @ self.keys.T
+        if exclude is not None:
+            own = self.ids.unsqueeze(0) == exclude.to(self.ids.device).view(-1, 1)
+            similarity = similarity.masked_fill(own, -math.inf)
+        k = min(topk, self.size - (1 if exclude is not None and self.size > 1 else 0))
+        return similarity.topk(max(k, 1), dim=1).indices
 
 
 def select_bank_entries(keys: torch.Tensor, count: int, sampling: str, seed: int) -> torch.Tensor:
@@ -306,9 +320,12 @@ class RGPKD(AnomalyMethod):
             keys_all, min(settings.bank_size, fit), settings.bank_sampling, self.config.train.seed
         )
         scales = [torch.cat([f[i] for f in features])[index] for i in range(len(features[0]))]
-        self.bank.fill(keys_all[index].to(device), [s.to(device) for s in scales])
+        # the k-th image of ``batches`` is the training sample whose ``index`` is k
+        self.bank.fill(keys_all[index].to(device), [s.to(device) for s in scales], index)
 
-    def _prompts(self, teacher_features: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    def _prompts(
+        self, teacher_features: list[torch.Tensor], exclude: torch.Tensor | None = None
+    ) -> list[torch.Tensor] | None:
         settings = self.config.rgpkd
         if self.bank is None or (not self.training and not settings.prompts_at_inference):
             return None
@@ -316,9 +333,7 @@ class RGPKD(AnomalyMethod):
             raise RuntimeError(
                 "RGPKD's prompt bank is empty: call model.prepare(training images) before use"
             )
-        index = self.bank.retrieve(
-            _pooled(teacher_features[-1]), settings.topk, exclude_self=self.training
-        )
+        index = self.bank.retrieve(_pooled(teacher_features[-1]), settings.topk, exclude)
         return [
             entries.mean(dim=1).to(teacher_features[0].dtype)
             for entries in self.bank.entries(index)
@@ -327,12 +342,14 @@ class RGPKD(AnomalyMethod):
     # ---- forward, prediction, loss ----
 
     def forward(
-        self, images: torch.Tensor
+        self, images: torch.Tensor, exclude: torch.Tensor | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
-        """Teacher features, student features and the student's reconstruction (or None)."""
+        """Teacher features, student features and the student's reconstruction (or None).
+        ``exclude``: training samples' own ``index``, whose bank entries they may not
+        retrieve."""
         with torch.no_grad():
             teacher = self.teacher(images)
-        student, reconstruction = self.student(images, teacher, self._prompts(teacher))
+        student, reconstruction = self.student(images, teacher, self._prompts(teacher, exclude))
         return teacher, student, reconstruction
 
     def anomaly_map(
@@ -361,7 +378,12 @@ class RGPKD(AnomalyMethod):
         """Multi-scale distillation on normal images plus, when on, reconstruction guidance
         (MSE + SSIM between the input and the student's reconstruction)."""
         images, weights = batch["image"], self.config.loss
-        teacher, student, reconstruction = self(images)
+        if self.bank is not None and "index" not in batch:
+            raise ValueError(
+                "RGPKD training batches need 'index' (each sample's training-set position) so "
+                "that a sample never retrieves its own prompt-bank entry"
+            )
+        teacher, student, reconstruction = self(images, batch.get("index"))
         distillation = feature_distillation_loss(student, teacher)
         parts = {"distillation": distillation}
         total = self.config.rgpkd.distillation * distillation
