@@ -55,6 +55,10 @@ class RGPKDSettings:
     bank_sampling: Literal["random", "coreset"] = "random"
     topk: int = 1
     distillation: float = 1.0
+    #: Where the U-Net student fuses the prompts: into each decoder stage, so the fused
+    #: features flow on to the shallower stages (decoder, as the method describes), or only
+    #: before the output heads (heads). The symmetric student always fuses in its decoder.
+    prompt_fusion: Literal["heads", "decoder"] = "heads"
 
     def checks(self) -> list[Check]:
         return [
@@ -171,8 +175,10 @@ class UNetStudent(nn.Module):
         teacher_channels: list[int],
         prompts: bool,
         reconstruction: bool,
+        prompt_fusion: str = "heads",
     ):
         super().__init__()
+        self.prompt_fusion = prompt_fusion
         encoder = torchvision.models.resnet18(weights=None)
         self.stem = nn.Sequential(encoder.conv1, encoder.bn1, encoder.relu, encoder.maxpool)
         self.encoder = nn.ModuleList(
@@ -212,15 +218,25 @@ class UNetStudent(nn.Module):
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
+        in_decoder = self.fusions is not None and self.prompt_fusion == "decoder"
+
+        def fused(stage: int, feature: torch.Tensor) -> torch.Tensor:
+            i = self.layers.index(stage)
+            return self.fusions[i](feature, None if prompts is None else prompts[i])
+
         decoded: dict[int, torch.Tensor] = {4: self.decoder["4"](skips[3])}
+        if in_decoder and 4 in self.layers:
+            decoded[4] = fused(4, decoded[4])
         for stage in (3, 2, 1):
             up = upsample_to(decoded[stage + 1], skips[stage - 1].shape[-2:])
             decoded[stage] = self.decoder[str(stage)](torch.cat([up, skips[stage - 1]], dim=1))
+            if in_decoder and stage in self.layers:  # fused features flow on to the next stage
+                decoded[stage] = fused(stage, decoded[stage])
         outputs = []
         for i, layer in enumerate(self.layers):
             feature = decoded[layer]
-            if self.fusions is not None:
-                feature = self.fusions[i](feature, None if prompts is None else prompts[i])
+            if self.fusions is not None and not in_decoder:
+                feature = fused(layer, feature)
             outputs.append(self.heads[i](feature))
         image = None if self.image is None else self.image(decoded[1], images.shape[-2:])
         return outputs, image
@@ -290,7 +306,7 @@ class RGPKD(AnomalyMethod):
         channels, strides = self.teacher.channels, self.teacher.strides
         if settings.student == "unet":
             self.student = UNetStudent(
-                self.teacher.layers, channels, settings.prompts, settings.reconstruction
+                self.teacher.layers, channels, settings.prompts, settings.reconstruction, settings.prompt_fusion
             )
         else:
             self.student = SymmetricStudent(
