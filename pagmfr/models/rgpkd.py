@@ -34,7 +34,13 @@ from pagmfr.losses import (
 )
 from pagmfr.models.backbone import STAGE_STRIDES, ResNetFeatures
 from pagmfr.models.base import AnomalyMethod, Prediction
-from pagmfr.models.common import ConvBlock, ImageDecoder, smooth_and_score, upsample_to
+from pagmfr.models.common import (
+    ConvBlock,
+    ImageDecoder,
+    PixelStats,
+    smooth_and_score,
+    upsample_to,
+)
 from pagmfr.models.registry import register_model
 
 _UNET_CHANNELS = (64, 128, 256, 512)  # ResNet-18 stages
@@ -59,6 +65,10 @@ class RGPKDSettings:
     #: features flow on to the shallower stages (decoder, as the method describes), or only
     #: before the output heads (heads). The symmetric student always fuses in its decoder.
     prompt_fusion: Literal["heads", "decoder"] = "heads"
+    #: The anomaly map: the sum over scales of the raw distances (none), or of each scale's
+    #: distance z-scored per pixel position with running statistics of normal training
+    #: images (pixel): removes border artefacts and puts the scales on one footing.
+    map_norm: Literal["none", "pixel"] = "none"
 
     def checks(self) -> list[Check]:
         return [
@@ -313,6 +323,11 @@ class RGPKD(AnomalyMethod):
                 channels, strides, settings.prompts, settings.reconstruction
             )
         self.bank = PromptBank(len(channels)) if settings.prompts else None
+        self.stats = (
+            PixelStats(len(channels), config.data.image_size)
+            if settings.map_norm == "pixel"
+            else None
+        )
 
     # ---- the prompt bank ----
 
@@ -368,14 +383,27 @@ class RGPKD(AnomalyMethod):
         student, reconstruction = self.student(images, teacher, self._prompts(teacher, exclude))
         return teacher, student, reconstruction
 
+    def scale_maps(
+        self, teacher: list[torch.Tensor], student: list[torch.Tensor], size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Per-scale 1 - cosine(teacher, student), upsampled: (B, n_scales, H, W)."""
+        return torch.cat(
+            [
+                upsample_to(cosine_distance_map(t, s), size)
+                for t, s in zip(teacher, student, strict=True)
+            ],
+            dim=1,
+        )
+
     def anomaly_map(
         self, teacher: list[torch.Tensor], student: list[torch.Tensor], size: tuple[int, int]
     ) -> torch.Tensor:
-        """Sum over scales of the upsampled 1 - cosine(teacher, student): (B, 1, H, W)."""
-        return sum(
-            upsample_to(cosine_distance_map(t, s), size)
-            for t, s in zip(teacher, student, strict=True)
-        )
+        """Sum over scales of the upsampled 1 - cosine(teacher, student), each z-scored per
+        pixel first with ``rgpkd.map_norm=pixel``: (B, 1, H, W)."""
+        maps = self.scale_maps(teacher, student, size)
+        if self.stats is not None:
+            maps = self.stats.normalise(maps)
+        return maps.sum(dim=1, keepdim=True)
 
     def predict(self, images: torch.Tensor) -> Prediction:
         """The smoothed summed per-scale distance map (B, 1, H, W) and its max or top-k mean."""
@@ -400,6 +428,9 @@ class RGPKD(AnomalyMethod):
                 "that a sample never retrieves its own prompt-bank entry"
             )
         teacher, student, reconstruction = self(images, batch.get("index"))
+        if self.stats is not None:
+            with torch.no_grad():
+                self.stats.update(self.scale_maps(teacher, student, images.shape[-2:]))
         distillation = feature_distillation_loss(student, teacher)
         parts = {"distillation": distillation}
         total = self.config.rgpkd.distillation * distillation
