@@ -148,9 +148,10 @@ class AnomalyConfig:
     #: batch-norm statistics).
     map_norm: Literal["global", "pixel"] = "global"
     #: The learned head: an MLP from the z-scored maps (and fused features) to the logits
-    #: (mlp), or the mean of the z-scored maps plus that MLP with its last layer starting at
-    #: zero (residual): an untrained head then gives the unsupervised map, not a random
-    #: projection of it, and training corrects it from there.
+    #: (mlp), or a learned linear combination of the z-scored maps, starting as their mean,
+    #: plus that MLP with its last layer starting at zero (residual): an untrained head then
+    #: gives the unsupervised map, not a random projection of it, and training reweights the
+    #: maps and corrects it from there.
     head_form: Literal["mlp", "residual"] = "mlp"
     #: Normal-feature evidence: one more branch map, the nearest-neighbour distance of the
     #: input's patch features (PatchCore-style: 3x3-averaged frozen-backbone features of

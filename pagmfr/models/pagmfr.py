@@ -128,12 +128,11 @@ class AnomalyCalculator(nn.Module):
         residual: bool = False,
     ):
         """``pixel_stats``: the map size (square) for per-pixel statistics; 0: global.
-        ``residual``: logits = mean of the z-scored maps + MLP, the MLP's output layer
-        zero-initialised."""
+        ``residual``: logits = a 1x1 conv of the z-scored maps, initialised to their mean, + the
+        MLP, whose output layer is zero-initialised."""
         super().__init__()
         self.branches = branches
         self.learned = learned
-        self.residual = residual
         n_maps = (
             (n_scales if branches in ("feature", "both") else 0)
             + (2 if branches in ("image", "both") else 0)
@@ -152,9 +151,13 @@ class AnomalyCalculator(nn.Module):
             if learned
             else None
         )
+        self.linear = None
         if self.head is not None and residual:
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
+            self.linear = nn.Conv2d(n_maps, 1, 1)  # starts as the mean of the z-scored maps
+            nn.init.constant_(self.linear.weight, 1.0 / n_maps)
+            nn.init.zeros_(self.linear.bias)
         # Running mean/std of each branch map on training images: the normalisation of the
         # unsupervised map, updated like batch-norm statistics.
         self.register_buffer("map_mean", torch.zeros(n_maps))
@@ -212,8 +215,8 @@ class AnomalyCalculator(nn.Module):
         if self.reduce is not None:
             inputs.append(upsample_to(self.reduce(fused), maps.shape[-2:]))
         logits = self.head(torch.cat(inputs, dim=1))
-        if self.residual:
-            logits = logits + normalised.mean(dim=1, keepdim=True)
+        if self.linear is not None:
+            logits = logits + self.linear(normalised)
         return logits
 
 
