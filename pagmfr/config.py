@@ -152,7 +152,10 @@ class AnomalyConfig:
     #: plus that MLP with its last layer starting at zero (residual): an untrained head then
     #: gives the unsupervised map, not a random projection of it, and training reweights the
     #: maps and corrects it from there.
-    head_form: Literal["mlp", "residual"] = "mlp"
+    #: linear: that learned linear combination alone (no MLP; the fused features would have
+    #: no consumer, so no MFFM is built): the head can reweight its evidence, not invert it
+    #: through appearance features learned on the pseudo-anomalies.
+    head_form: Literal["mlp", "residual", "linear"] = "mlp"
     #: Normal-feature evidence: one more branch map, the nearest-neighbour distance of the
     #: input's patch features (PatchCore-style: 3x3-averaged frozen-backbone features of
     #: ``knn_layers``, resized to the finest and concatenated) to those of the clean training

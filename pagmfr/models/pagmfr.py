@@ -126,6 +126,7 @@ class AnomalyCalculator(nn.Module):
         knn: bool = False,
         pixel_stats: int = 0,
         residual: bool = False,
+        mlp: bool = True,
     ):
         """``pixel_stats``: the map size (square) for per-pixel statistics; 0: global.
         ``residual``: logits = a 1x1 conv of the z-scored maps, initialised to their mean, + the
@@ -148,13 +149,14 @@ class AnomalyCalculator(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.Conv2d(hidden, 1, 1),
             )
-            if learned
+            if learned and mlp
             else None
         )
         self.linear = None
-        if self.head is not None and residual:
-            nn.init.zeros_(self.head[-1].weight)
-            nn.init.zeros_(self.head[-1].bias)
+        if learned and (residual or not mlp):
+            if self.head is not None:
+                nn.init.zeros_(self.head[-1].weight)
+                nn.init.zeros_(self.head[-1].bias)
             self.linear = nn.Conv2d(n_maps, 1, 1)  # starts as the mean of the z-scored maps
             nn.init.constant_(self.linear.weight, 1.0 / n_maps)
             nn.init.zeros_(self.linear.bias)
@@ -211,6 +213,8 @@ class AnomalyCalculator(nn.Module):
         normalised = self.normalise(maps)
         if not self.learned:
             return normalised.mean(dim=1, keepdim=True)
+        if self.head is None:  # linear head
+            return self.linear(normalised)
         inputs = [normalised]  # branch maps differ in scale by 100x: the head sees z-scores
         if self.reduce is not None:
             inputs.append(upsample_to(self.reduce(fused), maps.shape[-2:]))
@@ -260,7 +264,7 @@ class PAGMFR(AnomalyMethod):
         learned = anomaly.head == "learned" or (
             anomaly.head == "auto" and config.trains_on_pseudo_anomalies
         )
-        fuse = learned and config.fusion.mode != "none"
+        fuse = learned and config.fusion.mode != "none" and anomaly.head_form != "linear"
         self.fusion = (
             FeatureFusion(channels, config.fusion.mode, config.fusion.channels) if fuse else None
         )
@@ -274,6 +278,7 @@ class PAGMFR(AnomalyMethod):
             knn=anomaly.knn,
             pixel_stats=config.data.image_size if anomaly.map_norm == "pixel" else 0,
             residual=anomaly.head_form == "residual",
+            mlp=anomaly.head_form != "linear",
         )
         self.memory = PatchMemory() if anomaly.knn else None
         self._knn_scales = [self.backbone.layers.index(layer) for layer in anomaly.knn_layers]
