@@ -347,7 +347,9 @@ class Config:
         self._check_strategies()
         self._check_smoothing()
         anomaly = self.anomaly
-        if anomaly.knn and not (anomaly.knn_layers and set(anomaly.knn_layers) <= set(self.backbone.layers)):
+        if anomaly.knn and not (
+            anomaly.knn_layers and set(anomaly.knn_layers) <= set(self.backbone.layers)
+        ):
             raise ValueError(
                 f"anomaly.knn_layers must be among backbone.layers ({self.backbone.layers}) when "
                 f"anomaly.knn is on; got {anomaly.knn_layers}"

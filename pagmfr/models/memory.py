@@ -16,31 +16,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from pagmfr.models.common import upsample_to
+from pagmfr.models.coreset import greedy_coreset, random_projection
+
+#: Patch features are projected to this many dimensions for the coreset's distances only.
+_PROJECTION_DIM = 128
 
 
-def patch_features(features: list[torch.Tensor]) -> torch.Tensor:
-    """PatchCore's aggregation: 3x3 average pooling of each scale, every scale resized to the
-    finest one's size, concatenated: (B, C, h, w)."""
-    size = features[0].shape[-2:]
-    return torch.cat(
-        [upsample_to(F.avg_pool2d(f.float(), 3, 1, 1), size) for f in features], dim=1
-    )
-
-
-def greedy_coreset(points: torch.Tensor, count: int, seed: int, dim: int = 128) -> torch.Tensor:
-    """Indices of ``count`` points chosen by greedy k-centre on a random projection to ``dim``
-    dimensions (PatchCore's approximate coreset)."""
-    if count >= points.shape[0]:
-        return torch.arange(points.shape[0])
-    g = torch.Generator().manual_seed(seed)
-    projected = points @ (torch.randn(points.shape[1], dim, generator=g) / math.sqrt(dim))
-    chosen = [int(torch.randint(points.shape[0], (1,), generator=g))]
-    distance = (projected - projected[chosen[0]]).pow(2).sum(1)
-    for _ in range(count - 1):
-        nxt = int(distance.argmax())
-        chosen.append(nxt)
-        distance = torch.minimum(distance, (projected - projected[nxt]).pow(2).sum(1))
-    return torch.tensor(sorted(chosen))
+def local_patch_features(
+    stages: list[torch.Tensor], patch_size: int = 3, embedding_dim: int | None = None
+) -> torch.Tensor:
+    """Locally aware patch features (B, D, h, w) at the first stage's resolution: each stage
+    averaged over a ``patch_size`` neighbourhood (zero-padded) at its own resolution, deeper
+    stages then upsampled bilinearly, concatenated, and optionally pooled to ``embedding_dim``
+    channels."""
+    size = stages[0].shape[-2:]
+    pad = patch_size // 2
+    pooled = [
+        upsample_to(F.avg_pool2d(s.float(), patch_size, 1, pad, count_include_pad=True), size)
+        for s in stages
+    ]
+    if embedding_dim is None:
+        return torch.cat(pooled, dim=1)
+    batch, _, height, width = pooled[0].shape
+    per_stage = [
+        F.adaptive_avg_pool1d(p.permute(0, 2, 3, 1).reshape(-1, 1, p.shape[1]), embedding_dim)
+        for p in pooled
+    ]
+    joint = F.adaptive_avg_pool1d(torch.cat(per_stage, dim=2), embedding_dim)
+    return joint.reshape(batch, height, width, embedding_dim).permute(0, 3, 1, 2)
 
 
 class PatchMemory(nn.Module):
@@ -65,7 +68,12 @@ class PatchMemory(nn.Module):
     @torch.no_grad()
     def fill(self, patches: torch.Tensor, owner: torch.Tensor, fraction: float, seed: int):
         """``patches`` (N, C), ``owner`` (N,): keep all, or a greedy coreset of ``fraction``."""
-        keep = greedy_coreset(patches, max(1, round(fraction * patches.shape[0])), seed)
+        count = max(1, round(fraction * patches.shape[0]))
+        if count >= patches.shape[0]:
+            keep = torch.arange(patches.shape[0])
+        else:
+            projected = random_projection(patches.float(), _PROJECTION_DIM, seed)
+            keep = greedy_coreset(projected, count, seed).sort().values
         self.bank = patches[keep].contiguous()
         self.owner = owner[keep].contiguous()
 

@@ -34,8 +34,8 @@ from pagmfr.models.common import (
     smooth_and_score,
     upsample_to,
 )
+from pagmfr.models.memory import PatchMemory, local_patch_features
 from pagmfr.models.registry import register_model
-from pagmfr.models.memory import PatchMemory, patch_features
 
 _LAB_SCALE = 100.0  # Delta E of 100 is about the largest colour difference: scale to ~[0, 1]
 
@@ -46,18 +46,14 @@ class FeatureReconstruction(nn.Module):
     ``skips="all"`` feeds every scale's features in through a 1x1 lateral conv; ``"deepest"``
     only the deepest scale's, so shallower scales are reconstructed, not copied."""
 
-    def __init__(
-        self, channels: list[int], stride: int, max_width: int = 256, skips: str = "all"
-    ):
+    def __init__(self, channels: list[int], stride: int, max_width: int = 256, skips: str = "all"):
         super().__init__()
         widths = [min(c, max_width) for c in channels]
         n = len(widths)
         used = range(n) if skips == "all" else [n - 1]
         self.lateral = nn.ModuleDict({str(i): nn.Conv2d(channels[i], widths[i], 1) for i in used})
         self.blocks = nn.ModuleList(
-            ConvBlock(
-                (w if str(i) in self.lateral else 0) + (widths[i + 1] if i < n - 1 else 0), w
-            )
+            ConvBlock((w if str(i) in self.lateral else 0) + (widths[i + 1] if i < n - 1 else 0), w)
             for i, w in enumerate(widths)
         )
         self.heads = nn.ModuleList(
@@ -293,7 +289,7 @@ class PAGMFR(AnomalyMethod):
         patches, owners, seen = [], [], 0
         for images in batches:
             features = self.backbone(images.to(device))
-            p = patch_features([features[i] for i in self._knn_scales])
+            p = local_patch_features([features[i] for i in self._knn_scales])
             b, c = p.shape[:2]
             patches.append(p.permute(0, 2, 3, 1).reshape(-1, c).cpu())
             owners.append(torch.arange(seen, seen + b).repeat_interleave(p[0, 0].numel()))
@@ -312,7 +308,7 @@ class PAGMFR(AnomalyMethod):
         if self.memory is None:
             return None
         return self.memory.distances(
-            patch_features([features[i] for i in self._knn_scales]), exclude
+            local_patch_features([features[i] for i in self._knn_scales]), exclude
         )
 
     def forward(

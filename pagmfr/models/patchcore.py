@@ -23,40 +23,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from pagmfr.config import Check, Config, stages_check
 from pagmfr.models.backbone import ResNetFeatures
 from pagmfr.models.base import AnomalyMethod, Prediction
 from pagmfr.models.common import smooth_and_score, upsample_to
 from pagmfr.models.coreset import greedy_coreset, random_projection
+from pagmfr.models.memory import local_patch_features
 from pagmfr.models.registry import register_model
 
 _BYTES_PER_VALUE = 4  # the bank is float32
-
-
-def local_patch_features(
-    stages: list[torch.Tensor], patch_size: int = 3, embedding_dim: int | None = None
-) -> torch.Tensor:
-    """Locally aware patch features (B, D, h, w) at the first stage's resolution: each stage
-    averaged over a ``patch_size`` neighbourhood (zero-padded) at its own resolution, deeper
-    stages then upsampled bilinearly, concatenated, and optionally pooled to ``embedding_dim``
-    channels."""
-    size = stages[0].shape[-2:]
-    pad = patch_size // 2
-    pooled = [
-        upsample_to(F.avg_pool2d(s.float(), patch_size, 1, pad, count_include_pad=True), size)
-        for s in stages
-    ]
-    if embedding_dim is None:
-        return torch.cat(pooled, dim=1)
-    batch, _, height, width = pooled[0].shape
-    per_stage = [
-        F.adaptive_avg_pool1d(p.permute(0, 2, 3, 1).reshape(-1, 1, p.shape[1]), embedding_dim)
-        for p in pooled
-    ]
-    joint = F.adaptive_avg_pool1d(torch.cat(per_stage, dim=2), embedding_dim)
-    return joint.reshape(batch, height, width, embedding_dim).permute(0, 3, 1, 2)
 
 
 def reweighted_scores(

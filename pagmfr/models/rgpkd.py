@@ -316,7 +316,11 @@ class RGPKD(AnomalyMethod):
         channels, strides = self.teacher.channels, self.teacher.strides
         if settings.student == "unet":
             self.student = UNetStudent(
-                self.teacher.layers, channels, settings.prompts, settings.reconstruction, settings.prompt_fusion
+                self.teacher.layers,
+                channels,
+                settings.prompts,
+                settings.reconstruction,
+                settings.prompt_fusion,
             )
         else:
             self.student = SymmetricStudent(
