@@ -45,7 +45,9 @@ def _check_step(model, config):
     with torch.no_grad():
         anomaly_map, score = model.predict(_batch()["pseudo"])
     assert anomaly_map.shape == (2, 1, SIZE, SIZE) and score.shape == (2,)
-    assert torch.all((anomaly_map >= 0) & (anomaly_map <= 1))
+    assert torch.isfinite(anomaly_map).all() and torch.isfinite(score).all()
+    if config.anomaly.map_output == "sigmoid":
+        assert torch.all((anomaly_map >= 0) & (anomaly_map <= 1))
     return parts
 
 
@@ -103,6 +105,53 @@ def test_without_pseudo_anomalies_the_map_is_the_mean_of_normalised_branch_maps(
         ).mean(1, keepdim=True)
     torch.testing.assert_close(output.logits, expected)
     torch.testing.assert_close(output.anomaly_map, torch.sigmoid(expected))
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"anomaly.knn": "true"},
+        {"anomaly.map_norm": "pixel", "anomaly.map_stats": "normal"},
+        {"anomaly.map_output": "logits"},
+        {"anomaly.head_form": "residual"},
+        {"anomaly.head_form": "linear"},
+        {"mfrm.skips": "deepest"},
+        {"loss.focal_alpha": "0.75"},
+    ],
+    ids=lambda switches: ",".join(f"{k}={v}" for k, v in switches.items()),
+)
+def test_every_quality_switch_trains_and_predicts(switches):
+    config = _config(**switches)
+    model = build_model(config)
+    model.prepare([_batch(seed=5)["image"]])
+    parts = _check_step(model, config)
+    assert "focal" in parts
+    if config.anomaly.head_form == "linear":
+        assert model.fusion is None and model.calculator.head is None  # no MLP, no MFFM
+
+
+def test_the_patch_memory_leaves_a_training_image_out_of_its_own_score(tmp_path):
+    config = _config(**{"anomaly.knn": "true", "anomaly.smoothing_sigma": 0})
+    model = build_model(config).eval()
+    images = _batch(seed=7, batch=3)["image"]
+    model.prepare([images])
+    with torch.no_grad():
+        features = model.backbone(images)
+        seen = model.knn_map(features, exclude=None)
+        left_out = model.knn_map(features, exclude=torch.arange(3))
+    # every patch is in memory (distance 0 up to float32 rounding); left out, each image is
+    # scored against the other images only, as a test image is
+    assert seen.max() < 0.1 * left_out.mean() and (left_out > seen).all()
+    torch.save({"model": model.state_dict()}, tmp_path / "ckpt.pt")  # the memory travels
+    fresh = build_model(config, load_weights=False)
+    fresh.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"])
+    torch.testing.assert_close(fresh.memory.bank, model.memory.bank)
+    torch.testing.assert_close(fresh.memory.owner, model.memory.owner)
+
+
+def test_a_patch_memory_branch_needs_its_layers_in_the_backbone():
+    with pytest.raises(ValueError, match="anomaly.knn_layers must be among backbone.layers"):
+        _config(**{"anomaly.knn": "true", "backbone.layers": "1,2", "anomaly.knn_layers": "2,3"})
 
 
 def test_top_k_scores():

@@ -118,16 +118,16 @@ def test_coreset_sampling_covers_every_cluster():
     assert sorted(set((chosen // 10).tolist())) == [0, 1, 2, 3]
 
 
-def test_prompts_change_the_prediction_and_can_be_switched_off_at_inference():
+def test_the_retrieved_prompts_change_the_prediction():
     config = _config()
     model = build_model(config)
-    model.prepare([_images(3)])
     model.eval()
     with torch.no_grad():
-        with_prompts = model.predict(_images(4))[0]
-        model.config = config.with_overrides({"rgpkd.prompts_at_inference": False})
-        without = model.predict(_images(4))[0]
-    assert not torch.allclose(with_prompts, without)
+        model.prepare([_images(3)])
+        with_bank = model.predict(_images(4))[0]
+        model.prepare([1.0 - _images(3)])  # another bank: other prompts for the same inputs
+        with_other_bank = model.predict(_images(4))[0]
+    assert not torch.allclose(with_bank, with_other_bank)
 
 
 def test_the_bank_travels_in_the_checkpoint(tmp_path):

@@ -8,9 +8,9 @@ most similar entries (cosine similarity of pooled deep features) are retrieved a
 the decoder. At test time the student fails to reproduce the teacher where the image is
 anomalous: the anomaly map is the summed per-scale cosine distance.
 
-Switches for the ablation: ``rgpkd.prompts``, ``rgpkd.prompts_at_inference``,
-``rgpkd.reconstruction``, ``rgpkd.student`` (unet | symmetric, a decoder mirroring the teacher
-as in reverse distillation), the loss weights and the backbone.
+Switches for the ablation: ``rgpkd.prompts`` (no bank: the student trains and tests without
+prompts), ``rgpkd.reconstruction``, ``rgpkd.student`` (unet | symmetric, a decoder mirroring
+the teacher as in reverse distillation), the loss weights and the backbone.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from pagmfr.models.common import (
     smooth_and_score,
     upsample_to,
 )
+from pagmfr.models.coreset import greedy_coreset
 from pagmfr.models.registry import register_model
 
 _UNET_CHANNELS = (64, 128, 256, 512)  # ResNet-18 stages
@@ -51,7 +52,6 @@ class RGPKDSettings:
     """RGPKD's own knobs: the config section ``rgpkd.*``."""
 
     prompts: bool = True
-    prompts_at_inference: bool = True
     reconstruction: bool = True
     student: Literal["unet", "symmetric"] = "unet"
     #: Prompt bank: at most this many training images, in at most this much memory (float16).
@@ -144,13 +144,8 @@ def select_bank_entries(keys: torch.Tensor, count: int, sampling: str, seed: int
     if sampling == "random":
         order = np.random.default_rng(seed).permutation(total)[:count]
         return torch.from_numpy(np.sort(order))
-    chosen = [int(np.random.default_rng(seed).integers(total))]
-    distance = 1 - keys @ keys[chosen[0]]
-    for _ in range(count - 1):
-        nxt = int(distance.argmax())
-        chosen.append(nxt)
-        distance = torch.minimum(distance, 1 - keys @ keys[nxt])
-    return torch.tensor(sorted(chosen))
+    # on unit keys, Euclidean distance orders pairs as 1 - cosine does
+    return greedy_coreset(keys.float().cpu(), count, seed).sort().values
 
 
 class PromptFusion(nn.Module):
@@ -362,7 +357,7 @@ class RGPKD(AnomalyMethod):
         self, teacher_features: list[torch.Tensor], exclude: torch.Tensor | None = None
     ) -> list[torch.Tensor] | None:
         settings = self.config.rgpkd
-        if self.bank is None or (not self.training and not settings.prompts_at_inference):
+        if self.bank is None:
             return None
         if self.bank.size == 0:
             raise RuntimeError(
