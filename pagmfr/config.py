@@ -125,6 +125,8 @@ class FusionConfig:
 class AnomalyConfig:
     """How maps become anomaly scores (``anomaly.*``): branches, head, smoothing, score."""
 
+    # The defaults of map_output, map_stats, map_norm, head_form and knn were chosen by
+    # measurement on the embedded dataset (benchmarks/quality.py; README, "Quality").
     #: Which maps feed the anomaly head: feature (cosine), image (CIELAB + SSIM), or both.
     branches: Literal["feature", "image", "both"] = "both"
     #: The learned head: auto (learned when training sees pseudo-anomalies, else the mean of
@@ -138,15 +140,15 @@ class AnomalyConfig:
     topk: int = 100
     #: PAGMFR's map (and so its score) before smoothing: the sigmoid of the head's logits, or
     #: the logits themselves. The sigmoid saturates: many test images tie at a score of ~1.
-    map_output: Literal["sigmoid", "logits"] = "sigmoid"
+    map_output: Literal["sigmoid", "logits"] = "logits"
     #: Which training samples the branch maps' running mean/std (their z-scoring) is gathered
     #: on: all of them (half pseudo-anomalous by default), or only those left normal.
-    map_stats: Literal["all", "normal"] = "all"
+    map_stats: Literal["all", "normal"] = "normal"
     #: z-scoring per branch map with one mean/std each (global), or per map and pixel
     #: position (pixel: removes position-bound offsets such as a decoder's border artefacts,
     #: which every image shares; warm-started with cumulative averages, then updated like
     #: batch-norm statistics).
-    map_norm: Literal["global", "pixel"] = "global"
+    map_norm: Literal["global", "pixel"] = "pixel"
     #: The learned head: an MLP from the z-scored maps (and fused features) to the logits
     #: (mlp), or a learned linear combination of the z-scored maps, starting as their mean,
     #: plus that MLP with its last layer starting at zero (residual): an untrained head then
@@ -155,17 +157,21 @@ class AnomalyConfig:
     #: linear: that learned linear combination alone (no MLP; the fused features would have
     #: no consumer, so no MFFM is built): the head can reweight its evidence, not invert it
     #: through appearance features learned on the pseudo-anomalies.
-    head_form: Literal["mlp", "residual", "linear"] = "mlp"
+    head_form: Literal["mlp", "residual", "linear"] = "residual"
     #: Normal-feature evidence: one more branch map, the nearest-neighbour distance of the
     #: input's patch features (PatchCore-style: 3x3-averaged frozen-backbone features of
     #: ``knn_layers``, resized to the finest and concatenated) to those of the clean training
     #: images, gathered once before training. A training image is scored against the other
     #: training images only (leave-one-image-out), as an unseen test image will be.
-    knn: bool = False
+    knn: bool = True
     #: Backbone stages the patch features come from (must be among backbone.layers).
     knn_layers: tuple[int, ...] = (2, 3)
     #: Share of the training patches kept in memory (greedy k-centre coreset; 1: all).
     knn_coreset: float = 1.0
+    #: At most this much memory (float32 entries; a coreset is taken to fit): each training
+    #: step compares every patch with the whole memory (all of MVTec AD's 256 px training
+    #: patches of a category would need ~600 MB).
+    knn_max_bank_mb: float = 256.0
 
     def checks(self) -> list[Check]:
         """Each knob's constraint as (field, holds, requirement)."""
@@ -174,6 +180,7 @@ class AnomalyConfig:
             ("smoothing_sigma", self.smoothing_sigma >= 0.0, "must be >= 0"),
             ("topk", self.topk >= 1, "must be >= 1"),
             ("knn_coreset", 0.0 < self.knn_coreset <= 1.0, "must be in (0, 1]"),
+            ("knn_max_bank_mb", self.knn_max_bank_mb > 0, "must be > 0"),
         ]
 
 

@@ -29,7 +29,8 @@ VARIANTS = {
     # multi-scale feature fusion
     "w/o MFFM": {"fusion.mode": "none"},
     "MFFM: add": {"fusion.mode": "add"},
-    # anomaly calculation branches
+    # anomaly calculation branches and evidence
+    "w/o normal-feature evidence": {"anomaly.knn": False},
     "branch: feature only": {"anomaly.branches": "feature"},
     "branch: image only": {"anomaly.branches": "image"},
     # loss weights
@@ -39,6 +40,8 @@ VARIANTS = {
     "RGPKD": {"method": "rgpkd"},
     "RGPKD w/o prompts": {"method": "rgpkd", "rgpkd.prompts": False},
     "RGPKD w/o reconstruction": {"method": "rgpkd", "rgpkd.reconstruction": False},
+    # the training-free baseline every table carries, measured in the same study
+    "PatchCore": {"method": "patchcore"},
 }
 
 PRESETS = {

@@ -66,9 +66,22 @@ class PatchMemory(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
-    def fill(self, patches: torch.Tensor, owner: torch.Tensor, fraction: float, seed: int):
-        """``patches`` (N, C), ``owner`` (N,): keep all, or a greedy coreset of ``fraction``."""
+    def fill(
+        self,
+        patches: torch.Tensor,
+        owner: torch.Tensor,
+        fraction: float,
+        seed: int,
+        max_mb: float = float("inf"),
+    ) -> None:
+        """``patches`` (N, C), ``owner`` (N,): keep all, or a greedy coreset of ``fraction``
+        of them, and at most ``max_mb`` of float32 entries (every training step compares its
+        patches with the whole memory, so the bound keeps steps affordable at 256 px)."""
+        fit = int(max_mb * 2**20 // (patches.shape[1] * 4)) if max_mb != float("inf") else None
+        if fit is not None and fit < 1:
+            raise ValueError(f"{max_mb} MB cannot hold one {patches.shape[1]}-dimensional patch")
         count = max(1, round(fraction * patches.shape[0]))
+        count = count if fit is None else min(count, fit)
         if count >= patches.shape[0]:
             keep = torch.arange(patches.shape[0])
         else:

@@ -299,6 +299,7 @@ class PAGMFR(AnomalyMethod):
             torch.cat(owners),
             self.config.anomaly.knn_coreset,
             self.config.train.seed,
+            self.config.anomaly.knn_max_bank_mb,
         )
         self.memory.to(device)
 
