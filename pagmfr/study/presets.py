@@ -45,3 +45,7 @@ class Preset:
     variants: Sequence[str] | None = None
     #: HPO: the trial budget.
     trials: int | None = None
+    #: HPO: epochs every trial runs before ASHA may stop it, and 1 in ``reduction_factor``
+    #: trials kept at each rung.
+    grace_period: int = 1
+    reduction_factor: int = 2

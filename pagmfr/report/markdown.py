@@ -1,0 +1,80 @@
+"""Tables as Markdown (GitHub's table syntax), every user string escaped."""
+
+from __future__ import annotations
+
+from pagmfr.report import escape
+from pagmfr.report.components import ComponentTable
+from pagmfr.report.select import Missing
+from pagmfr.report.tables import MetricTable
+from pagmfr.report.text import (
+    component_parts,
+    metric_name,
+    missing_lines,
+    plain_cell,
+    scale_note,
+    significance_note,
+    test_lines,
+)
+
+esc = escape.markdown
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [_row(header), "|" + "---|" * len(header), *(_row(r) for r in rows)]
+
+
+def metric_table(table: MetricTable) -> str:
+    """One metric's table with its notes and paired tests."""
+    rows = []
+    for row in table.rows:
+        label = f"**{esc(row.label)}**" if row.group else esc(row.label)
+        rows.append(
+            [
+                label,
+                *(plain_cell(row.values[v], table, v, ("**", "**"), esc) for v in table.variants),
+            ]
+        )
+    lines = [
+        f"### {esc(metric_name(table.metric))}",
+        "",
+        esc(scale_note(table) + " " + significance_note(table)),
+        "",
+        *_table(["Category", *map(esc, table.variants)], rows),
+        "",
+        f"Wilcoxon signed-rank tests against {esc(table.reference)}:",
+        "",
+        *_table(
+            ["Variant", "Pairs", "Mean change", "p-value", "Holm p-value"],
+            [[esc(x) for x in line] for line in test_lines(table)],
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def components(table: ComponentTable, notes: list[str]) -> str:
+    """The component table: variants x metrics, mean ± std, change and mark."""
+    header = ["Variant"]
+    for metric in table.metrics:
+        header += [esc(metric_name(metric)), "Δ"]
+    rows = []
+    for variant in table.variants:
+        row = [esc(variant)]
+        for metric in table.metrics:
+            value, change, best = component_parts(table, variant, metric)
+            row += [f"**{value}**" if best else value, esc(change)]
+        rows.append(row)
+    return "\n".join([*(esc(n) for n in notes), "", *_table(header, rows), ""])
+
+
+def report(title: str, notes: list[str], tables: list[MetricTable], missing: list[Missing]) -> str:
+    """The whole report: notes, every metric's table, the missing cells."""
+    body = [f"# {esc(title)}", "", *(esc(n) for n in notes), ""]
+    body += [metric_table(t) for t in tables]
+    lines = [esc(line) for line in missing_lines(missing)]
+    body += [lines[0], *(f"- {line}" for line in lines[1:]), ""]
+    return "\n".join(body)
