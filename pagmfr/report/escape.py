@@ -5,7 +5,6 @@ a table row, run as a spreadsheet formula or break out of an HTML attribute."""
 from __future__ import annotations
 
 import html as _html
-import math
 import re
 from typing import Any
 
@@ -86,8 +85,3 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if not pd.api.types.is_numeric_dtype(safe[column]):
             safe[column] = safe[column].map(csv_cell)
     return safe.rename(columns=csv_cell)
-
-
-def is_missing(value: Any) -> bool:
-    """None or NaN: a cell with no value."""
-    return value is None or (isinstance(value, float) and math.isnan(value))

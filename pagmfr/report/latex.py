@@ -15,11 +15,16 @@ from pagmfr.categories import TEXTURE
 from pagmfr.report.components import ComponentTable
 from pagmfr.report.escape import identifier
 from pagmfr.report.escape import latex as esc
-from pagmfr.report.tables import MARKS, MetricTable, Row, Value, smallest_p
-from pagmfr.report.text import metric_name
+from pagmfr.report.tables import MARKS, MetricTable, PairedTest, Row, Value
+from pagmfr.report.text import metric_name, test_design
 
 #: Category columns per block of the per-category table.
 BLOCK_COLUMNS = 6
+#: Lines a block adds to its variants' rows: its rules, headers and the gap before it.
+BLOCK_HEADER_LINES = 4
+#: How many table lines fit one page of an article, with the caption, at each font size
+#: (measured with pdflatex: 12, 13 and 17 variants in three blocks).
+PAGE_LINES = ((48, r"\small"), (54, r"\footnotesize"), (63, r"\scriptsize"))
 HEADER = (
     r"% pagmfr report: \input{} this file; needs \usepackage{booktabs} and \usepackage{graphicx}"
 )
@@ -46,17 +51,15 @@ def _value(value: Value | None, decimals: int, marked: bool = True) -> str:
     return text + (_mark(value.mark) if marked else "")
 
 
-def _legend(pairs: int, reference: str, over: str) -> str:
+def _legend(tests: list[PairedTest], reference: str, test_over: str) -> str:
     levels = " / ".join(f"$^{{{mark}}}$" for _, mark in reversed(MARKS))
     limits = " / ".join(str(level) for level, _ in reversed(MARKS))
+    over, impossible = test_design(tests, test_over)
     text = (
         f"{levels}: Holm-corrected Wilcoxon signed-rank p $<$ {limits} against "
-        f"{esc(reference)} over {pairs} {over}"
+        f"{esc(reference)} over {over}"
     )
-    floor = smallest_p(pairs)
-    if not math.isnan(floor) and floor >= MARKS[-1][0]:
-        text += f" (with {pairs} pairs p cannot go below {floor:.3g}: no mark can appear)"
-    return text
+    return text + (f" ({impossible})" if impossible else "")
 
 
 def _environment(caption: str, label: str, body: list[str]) -> str:
@@ -119,32 +122,50 @@ def _block(table: MetricTable, name: str, columns: list[Row]) -> list[str]:
     return _fit([*lines, r"\bottomrule", r"\end{tabular}"])
 
 
+def _font(lines: int) -> str | None:
+    """The largest font at which ``lines`` table lines fit one page with their caption, or
+    None when none does."""
+    return next((font for most, font in PAGE_LINES if lines <= most), None)
+
+
 def metric_table(table: MetricTable, label: str) -> str:
-    """One metric's per-category table, transposed and split into blocks that fit."""
-    pairs = max((t.pairs for t in table.tests), default=0)
-    over = "categories" if table.test_over == "categories" else "category x seed pairs"
+    """One metric's per-category table, transposed and split into blocks that fit the width;
+    in a smaller font when they would not fit the height, in one float per block when they
+    would not fit even then."""
     unit = r" (\%)" if table.scale == 100 else ""
     caption = (
         f"{esc(metric_name(table.metric))}{unit} per category: mean $\\pm$ sample std over "
         "seeds; bold: best per category; All: mean over the categories, where "
-        + _legend(pairs, table.reference, over)
+        + _legend(table.tests, table.reference, table.test_over)
         + ". Changes against the reference: see the component table."
     )
-    body = [r"\small", r"\renewcommand{\arraystretch}{0.92}"]
-    for i, (name, columns) in enumerate(_blocks(table)):
-        body += ([r"\par\smallskip"] if i else []) + _block(table, name, columns)
-    return _environment(caption, f"{label}-{table.metric}", body)
+    blocks = [_block(table, name, columns) for name, columns in _blocks(table)]
+    tag = f"{label}-{table.metric}"
+    font = _font(len(blocks) * (len(table.variants) + BLOCK_HEADER_LINES))
+    if font is not None:
+        body = [font, r"\renewcommand{\arraystretch}{0.92}"]
+        for i, block in enumerate(blocks):
+            body += ([r"\par\smallskip"] if i else []) + block
+        return _environment(caption, tag, body)
+    font = _font(len(table.variants) + BLOCK_HEADER_LINES) or PAGE_LINES[-1][1]
+    return "\n".join(
+        _environment(
+            f"{caption} Part {i} of {len(blocks)}.",
+            f"{tag}-{i}",
+            [font, r"\renewcommand{\arraystretch}{0.92}", *block],
+        )
+        for i, block in enumerate(blocks, start=1)
+    )
 
 
 def components(table: ComponentTable, label: str) -> str:
     """The component table: variants x metrics (mean $\\pm$ std, change and its mark)."""
-    over = "categories" if table.test_over == "categories" else "category x seed pairs"
-    pairs = max((c.test.pairs for c in table.cells.values() if c.test is not None), default=0)
+    tests = [c.test for c in table.cells.values() if c.test is not None]
     unit = "in percent" if table.scale == 100 else "raw"
     caption = (
         f"Component ablation ({unit}): mean over {table.categories} categories $\\pm$ sample "
         f"std over {len(table.seeds)} seed(s); bold: best per metric; $\\Delta$: change against "
-        f"{esc(table.reference)}; " + _legend(pairs, table.reference, over) + "."
+        f"{esc(table.reference)}; " + _legend(tests, table.reference, table.test_over) + "."
     )
     columns = 2 * len(table.metrics)
     groups = " & ".join(rf"\multicolumn{{2}}{{c}}{{{esc(metric_name(m))}}}" for m in table.metrics)

@@ -7,7 +7,7 @@ from pagmfr.report.components import ComponentTable
 from pagmfr.report.select import Missing
 from pagmfr.report.tables import MetricTable
 from pagmfr.report.text import (
-    component_parts,
+    component_grid,
     metric_name,
     missing_lines,
     plain_cell,
@@ -58,16 +58,7 @@ def metric_table(table: MetricTable) -> str:
 
 def components(table: ComponentTable, notes: list[str]) -> str:
     """The component table: variants x metrics, mean ± std, change and mark."""
-    header = ["Variant"]
-    for metric in table.metrics:
-        header += [esc(metric_name(metric)), "Δ"]
-    rows = []
-    for variant in table.variants:
-        row = [esc(variant)]
-        for metric in table.metrics:
-            value, change, best = component_parts(table, variant, metric)
-            row += [f"**{value}**" if best else value, esc(change)]
-        rows.append(row)
+    header, rows = component_grid(table, esc, lambda text: f"**{text}**")
     return "\n".join([*(esc(n) for n in notes), "", *_table(header, rows), ""])
 
 

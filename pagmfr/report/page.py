@@ -14,7 +14,7 @@ from pagmfr.report.escape import html as esc
 from pagmfr.report.select import Missing
 from pagmfr.report.tables import MetricTable
 from pagmfr.report.text import (
-    component_parts,
+    component_grid,
     metric_name,
     missing_lines,
     plain_cell,
@@ -124,21 +124,12 @@ def _metric_section(table: MetricTable) -> list[str]:
 
 
 def _components(table: ComponentTable) -> list[str]:
-    header = ["Variant"]
-    for metric in table.metrics:
-        header += [esc(metric_name(metric)), "Δ"]
-    rows = []
-    for variant in table.variants:
-        cells = [esc(variant)]
-        for metric in table.metrics:
-            value, change, best = component_parts(table, variant, metric)
-            cells += [f"<b>{esc(value)}</b>" if best else esc(value), esc(change)]
-        rows.append(_row(cells))
+    header, rows = component_grid(table, esc, lambda text: f"<b>{text}</b>")
     return [
         "<h2 id='components'>Components</h2>",
         "<table>",
         _row(header, "th"),
-        *rows,
+        *map(_row, rows),
         "</table>",
     ]
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from pagmfr.report.components import ComponentTable
 from pagmfr.report.select import Missing
-from pagmfr.report.tables import MARKS, MetricTable, Value, smallest_p
+from pagmfr.report.tables import MARKS, MetricTable, PairedTest, Value, smallest_p
 
 METRIC_NAMES = {
     "image_auroc": "Image AUROC",
@@ -66,20 +66,27 @@ def scale_note(table: MetricTable) -> str:
     )
 
 
+def test_design(tests: list[PairedTest], test_over: str) -> tuple[str, str]:
+    """What the tests paired ("15 categories"), and a note when so few pairs make any mark
+    impossible ("" otherwise)."""
+    pairs = max((t.pairs for t in tests), default=0)
+    over = f"{pairs} categories" if test_over == "categories" else f"{pairs} category x seed pairs"
+    floor = smallest_p(pairs)
+    if math.isnan(floor) or floor < MARKS[-1][0]:
+        return over, ""
+    return over, f"with {pairs} pairs p cannot go below {floor:.3g}: no mark can appear"
+
+
 def significance_note(table: MetricTable) -> str:
     """What the marks mean: the test, its pairs, the correction, and when too few pairs make
     any mark impossible."""
     levels = ", ".join(f"{mark}: p < {level}" for level, mark in reversed(MARKS))
-    pairs = max((t.pairs for t in table.tests), default=0)
-    over = "categories" if table.test_over == "categories" else "category x seed pairs"
+    over, impossible = test_design(table.tests, table.test_over)
     note = (
-        f"{levels} (Wilcoxon signed-rank test against {table.reference} over {pairs} "
-        f"{over}, Holm-corrected over the {len(table.tests)} variants)."
+        f"{levels} (Wilcoxon signed-rank test against {table.reference} over {over}, "
+        f"Holm-corrected over the {len(table.tests)} variants)."
     )
-    floor = smallest_p(pairs)
-    if not math.isnan(floor) and floor >= MARKS[-1][0]:
-        note += f" With {pairs} pairs the smallest possible p is {floor:.3g}: no mark can appear."
-    return note
+    return note + (f" {impossible[0].upper()}{impossible[1:]}." if impossible else "")
 
 
 def test_lines(table: MetricTable) -> list[tuple[str, str, str, str, str]]:
@@ -104,13 +111,27 @@ def missing_lines(missing: list[Missing]) -> list[str]:
     return lines
 
 
-def component_parts(table: ComponentTable, variant: str, metric: str) -> tuple[str, str, bool]:
-    """One component cell as (``81.5 ± 1.4``, ``−3.5*``, best), "–" where there is nothing."""
-    cell = table.cell(variant, metric)
-    shown = parts(cell.value, table.decimals, variant == table.reference)
-    if shown is None:
-        return "–", "–", False
-    mean, std, delta = shown
-    mark = cell.test.mark if cell.test else ""
-    change = delta.replace("-", "−") + mark if delta else "–"
-    return mean + (f" ± {std}" if std else ""), change, cell.value.best
+def component_grid(
+    table: ComponentTable, esc: Callable[[str], str], bold: Callable[[str], str]
+) -> tuple[list[str], list[list[str]]]:
+    """The component table's header and rows as text cells (``81.5 ± 1.4``, ``−3.5*``), user
+    text passed through ``esc`` and the best mean per metric through ``bold``."""
+    header = ["Variant"] + [x for m in table.metrics for x in (esc(metric_name(m)), "Δ")]
+    rows = []
+    for variant in table.variants:
+        row = [esc(variant)]
+        for metric in table.metrics:
+            cell = table.cell(variant, metric)
+            shown = parts(cell.value, table.decimals, variant == table.reference)
+            if shown is None:
+                row += ["–", "–"]
+                continue
+            mean, std, delta = shown
+            value = esc(mean + (f" ± {std}" if std else ""))
+            mark = cell.test.mark if cell.test else ""
+            row += [
+                bold(value) if cell.value.best else value,
+                esc(delta.replace("-", "−") + mark) if delta else "–",
+            ]
+        rows.append(row)
+    return header, rows
