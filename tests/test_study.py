@@ -152,7 +152,7 @@ def test_recording_to_a_real_mlflow_server_and_browsing_it_in_chromium(
         if all(text in shown for text in expected):
             break
     assert all(text in shown for text in expected), shown[:3000]
-    assert "1 matching runs" in shown and "You're viewing a shared view" in shown
+    assert "You're viewing a shared view" in shown and "served (study)" not in shown
 
 
 def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
@@ -175,14 +175,18 @@ def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     assert finished_before
+    # Two trials run at once and end together: another may have finished before the kill.
+    runs = _cell_runs(uri, "killed")
+    finished_at_kill = set(runs.loc[runs["status"] == "FINISHED", "tags.cell_key"])
+    assert finished_before <= finished_at_kill and len(finished_at_kill) < 4
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert f"{len(finished_before)} already finished" in rerun.stdout
+    assert f"{len(finished_at_kill)} already finished" in rerun.stdout, rerun.stdout[-1500:]
     runs = _cell_runs(uri, "killed")
     assert len(runs) == 4 and runs["tags.cell_key"].is_unique
     assert set(runs["status"]) == {"FINISHED"} and runs["metrics.au_pro"].notna().all()
-    untouched = runs[runs["tags.cell_key"].isin(finished_before)]
+    untouched = runs[runs["tags.cell_key"].isin(finished_at_kill)]
     assert set(untouched["tags.attempts"]) == {"1"}  # finished cells were not trained again
 
 
