@@ -247,7 +247,8 @@ def test_object_folder_without_objects_is_named(tmp_path):
 
 def test_unknown_strategy_kind_and_knobs_are_named():
     with pytest.raises(
-        ValueError, match=r"unknown strategy 'perlin'; available: adaptive, none, object, texture"
+        ValueError,
+        match=r"unknown strategy 'perlin'; available: adaptive, defects, none, object, texture",
     ):
         make_generator("perlin", "texture")
     with pytest.raises(ValueError, match=r"unknown category kind 'fabric'"):

@@ -29,7 +29,8 @@ def test_defect_masks_are_exact(synthetic_root):
         mask = read_mask(synthetic_root / "gravel" / "ground_truth" / defect / "000_mask.png")
         assert 4 <= mask.sum() < 0.2 * mask.size
     # Re-render a defect-free image of the same stream and compare against the defective one.
-    from pagmfr.data.synthetic import SYNTHETIC_CATEGORIES, _rng, add_defect
+    from pagmfr.anomalies.defects import add_defect
+    from pagmfr.data.synthetic import SYNTHETIC_CATEGORIES, _rng
 
     spec = SYNTHETIC_CATEGORIES["gravel"]
     rng = _rng(0, "gravel", 2, 0)

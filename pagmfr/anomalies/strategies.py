@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pagmfr.anomalies.defects import DEFECT_TYPES, add_defect
 from pagmfr.anomalies.foreground import foreground_mask
 from pagmfr.anomalies.perlin import PerlinMaskSampler
 from pagmfr.anomalies.settings import GeneratorSettings
@@ -288,3 +289,15 @@ def adaptive_strategy(context: StrategyContext) -> AnomalyFn:
     if context.category_kind == TEXTURE:
         return texture_strategy(context)
     return _object_strategy(context, on_foreground=True)
+
+
+@register_strategy("defects")
+def defects_strategy(context: StrategyContext) -> AnomalyFn:
+    """One scratch, hole or swirl (the embedded dataset's defect family), drawn at random; the
+    mask is the painted region. No training generator makes these: validation's default."""
+
+    def apply(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        defect = DEFECT_TYPES[int(rng.integers(len(DEFECT_TYPES)))]
+        return add_defect(image, defect, rng, context.category_kind)
+
+    return apply

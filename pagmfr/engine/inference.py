@@ -99,6 +99,16 @@ def write_metrics(out_dir: str | Path, record: dict[str, Any]) -> Path:
     )
 
 
+def validation_gaps(selection: dict[str, float], tested: dict[str, float]) -> dict[str, float]:
+    """``gap_<metric>``: the selected epoch's validation value minus the test value: how far
+    the yardstick the epoch was chosen on flatters the model (none when selection used test)."""
+    return {
+        f"gap_{metric}": selection[f"val_{metric}"] - tested[metric]
+        for metric in TEST_METRICS
+        if f"val_{metric}" in selection
+    }
+
+
 def _provenance(state: dict[str, Any], config: Config) -> dict[str, Any]:
     """How the tested model came to be: its selection, seed, config, code and data."""
     return {
@@ -153,6 +163,7 @@ def evaluate(
     masks, labels = split_arrays(test)
     eval_maps, eval_masks = _full_resolution(test, maps) if full_resolution else (maps, masks)
     result: dict[str, Any] = anomaly_metrics(eval_maps, eval_masks, scores, labels)
+    result.update(validation_gaps(state["best"]["metrics"], result))
     result.update(
         resolution="full" if full_resolution else f"{config.data.image_size}px",
         test_images=len(test),

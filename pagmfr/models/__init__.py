@@ -6,6 +6,7 @@ Importing this package registers the built-in methods (each registers itself in 
 from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
 from pagmfr.models.base import AnomalyMethod, Prediction
 from pagmfr.models.pagmfr import PAGMFR
+from pagmfr.models.patchcore import PatchCore, PatchCoreSettings
 from pagmfr.models.registry import (
     MethodSpec,
     available_methods,
@@ -17,6 +18,8 @@ from pagmfr.models.rgpkd import RGPKD
 
 __all__ = [
     "PAGMFR",
+    "PatchCore",
+    "PatchCoreSettings",
     "RGPKD",
     "AnomalyMethod",
     "MethodSpec",

@@ -144,6 +144,7 @@ def _test(cell: CellRun) -> dict[str, float]:
     record keeps what the selection was based on)."""
     metrics = evaluate(cell.run.path("best"), out_dir=cell.out_dir, device=cell.config.train.device)
     final = {**metrics["selection_metrics"], **{key: metrics[key] for key in TEST_METRICS}}
+    final.update({k: v for k, v in metrics.items() if k.startswith("gap_")})
     final["inference_seconds"] = metrics["inference_seconds"]
     return final
 
