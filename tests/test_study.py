@@ -22,6 +22,9 @@ from pagmfr.study.presets import SMOKE_TRAINING as QUICK
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 VARIANTS = {"full model": {}, "w/o MFFM": {"fusion.mode": "none"}}
+#: A study script run as a subprocess starts its own Ray: without an address it would join
+#: any cluster that `ray start` left on this machine (another test's, on a shared machine).
+OWN_RAY = {**os.environ, "RAY_ADDRESS": "local"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -159,7 +162,11 @@ def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = smoke_study_command("killed", uri, tmp_path / "runs", "--set", "train.epochs=3")
     driver = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=OWN_RAY,
     )
     deadline = time.time() + 240
     finished_before = set()
@@ -180,7 +187,7 @@ def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
     finished_at_kill = set(runs.loc[runs["status"] == "FINISHED", "tags.cell_key"])
     assert finished_before <= finished_at_kill and len(finished_at_kill) < 4
 
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, env=OWN_RAY)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"{len(finished_at_kill)} already finished" in rerun.stdout, rerun.stdout[-1500:]
     runs = _cell_runs(uri, "killed")
@@ -192,7 +199,8 @@ def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
 
 def test_a_code_change_retrains_the_cells_and_the_report_shows_only_the_new_code(tmp_path):
     """A smoke study, one line of pagmfr changed (in a copy of the package, without git), the
-    study re-run: its cell is retrained, and the report shows the new code's run only."""
+    study re-run: its cell is retrained, and the report shows the new code's run only; with
+    --keep-old-results, a further change retrains nothing."""
     package = tmp_path / "package"
     shutil.copytree(PACKAGE_DIR, package / "pagmfr", ignore=shutil.ignore_patterns("__pycache__"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -200,7 +208,7 @@ def test_a_code_change_retrains_the_cells_and_the_report_shows_only_the_new_code
         "changed", uri, tmp_path / "runs", "--variants", "full model", "--categories", "brick"
     )
     command += ["--set", "train.epochs=1"]
-    environment = {**os.environ, "PYTHONPATH": str(package)}
+    environment = {**OWN_RAY, "PYTHONPATH": str(package)}
 
     def run_study():
         done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
@@ -223,6 +231,17 @@ def test_a_code_change_retrains_the_cells_and_the_report_shows_only_the_new_code
     assert f"Code: {new} (1 runs)." in (tmp_path / "report" / "report.md").read_text()
     older = report_study(uri, "changed", tmp_path / "old", metrics=["au_pro"], code_version=old)
     assert list(older.selection.kept["code_version"]) == [old]
+
+    # Another change, re-run with --keep-old-results: nothing retrained, the last run kept.
+    with open(package / "pagmfr" / "metrics.py", "a") as source:
+        source.write("\n# another fix\n")
+    command.append("--keep-old-results")
+    output = run_study()
+    assert "1 already finished" in output and "0 trained now" in output
+    assert f"1 cell(s) finished with other code ({new}) are kept" in output
+    assert len(_cell_runs(uri, "changed")) == 2
+    kept = report_study(uri, "changed", tmp_path / "kept", metrics=["au_pro"]).selection.kept
+    assert list(kept["code_version"]) == [new]
 
 
 def search_space(trial):
