@@ -7,15 +7,16 @@ BIN := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip setuptools  # setuptools: cluster/setup_node.sh builds with it
 
 # Stamps re-install only when the package's dependencies change (the install is editable).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
+# The cluster extra too: the launcher test installs pagmfr on its nodes from this environment.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,cluster]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -37,6 +38,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/harness.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/data_check.py
 
 clean:
 	rm -rf runs .pytest_cache

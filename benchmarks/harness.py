@@ -18,7 +18,7 @@ import ray  # noqa: E402
 
 from pagmfr.config import Config  # noqa: E402
 from pagmfr.engine import train  # noqa: E402
-from pagmfr.study import StudyOptions, run_ablation  # noqa: E402
+from pagmfr.study import StudyOptions, run_ablation, start_local_ray  # noqa: E402
 from pagmfr.study.presets import QUICK_TRAINING  # noqa: E402
 
 QUICK = {**QUICK_TRAINING, "train.epochs": 1, "data.category": "brick"}
@@ -39,7 +39,7 @@ def main() -> None:
         direct = time.perf_counter() - start
 
         start = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_local_ray(num_cpus=2)  # this machine only, on loopback
         startup = time.perf_counter() - start
         options = StudyOptions(
             name="overhead",

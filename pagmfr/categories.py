@@ -46,23 +46,31 @@ def validate_kind(kind: str) -> str:
     return kind
 
 
+def parse_kinds_file(path: Path) -> dict[str, str]:
+    """The kinds a categories file declares; ValueError saying what is wrong with it."""
+    try:
+        declared = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read category kinds ({err})") from err
+    if not isinstance(declared, dict):
+        raise ValueError('expected a JSON object like {"my_part": "object"}')
+    for category, kind in declared.items():
+        try:
+            validate_kind(kind)
+        except ValueError as err:
+            raise ValueError(f"category {category!r}: {err}") from err
+    return declared
+
+
 def read_kinds_file(root: str | Path) -> dict[str, str]:
     """Kinds declared in ``<root>/pagmfr_categories.json``; empty when the file is absent."""
     path = Path(root) / KINDS_FILE
     if not path.is_file():
         return {}
     try:
-        declared = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read category kinds ({err})") from err
-    if not isinstance(declared, dict):
-        raise ValueError(f'{path}: expected a JSON object like {{"my_part": "object"}}')
-    for category, kind in declared.items():
-        try:
-            validate_kind(kind)
-        except ValueError as err:
-            raise ValueError(f"{path}: category {category!r}: {err}") from err
-    return declared
+        return parse_kinds_file(path)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def category_kind(

@@ -161,28 +161,39 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+DEBUG_HELP = "show the traceback of an error"
+
+
+def _command(commands, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand that takes ``--debug`` after its name too (``pagmfr train ... --debug``)."""
+    command = commands.add_parser(name, **kwargs)
+    command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand and its options; each command imports what it needs only when run."""
     parser = argparse.ArgumentParser(prog="pagmfr", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="datasets in the MVTec AD layout")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    synth = data_commands.add_parser("synth", help="write the embedded synthetic dataset")
+    synth = _command(data_commands, "synth", help="write the embedded synthetic dataset")
     synth.add_argument("out", type=Path, help="folder to write (MVTec AD layout)")
     synth.add_argument("--categories", nargs="+", help="default: all embedded categories")
     synth.add_argument("--image-size", type=int, default=128)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=_data_synth)
-    check = data_commands.add_parser("check", help="count images and masks, list every problem")
+    check = _command(data_commands, "check", help="count images and masks, list every problem")
     check.add_argument("root", type=Path)
     check.add_argument("--category", nargs="+", help="default: every category under ROOT")
     check.set_defaults(run=_data_check)
 
     pseudo = commands.add_parser("generator", help="the pseudo-anomaly generator")
     pseudo_commands = pseudo.add_subparsers(dest="generator_command", required=True)
-    preview = pseudo_commands.add_parser(
-        "preview", help="grid of original / pseudo-anomalous / mask samples"
+    preview = _command(
+        pseudo_commands, "preview", help="grid of original / pseudo-anomalous / mask samples"
     )
     preview.add_argument("--strategy", required=True, help="texture, object, adaptive, none, ...")
     preview.add_argument("--category-kind", choices=KINDS, default="object")
@@ -195,9 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", type=Path, required=True, help="PNG file to write")
     preview.set_defaults(run=_generator_preview)
 
-    train = commands.add_parser(
-        "train", help="train, then evaluate the selected checkpoint on test"
-    )
+    train = _command(commands, "train", help="train, then evaluate the selected checkpoint on test")
     train.add_argument("--data", help='an MVTec AD-layout folder, or "synthetic" (the default)')
     train.add_argument("--category")
     train.add_argument(
@@ -226,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("evaluate", help="test metrics of a checkpoint")
+    evaluate = _command(commands, "evaluate", help="test metrics of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, type=Path)
     evaluate.add_argument("--data")
     evaluate.add_argument("--category")
@@ -235,16 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device")
     evaluate.set_defaults(run=_evaluate)
 
-    predict = commands.add_parser("predict", help="anomaly maps and scores for new images")
+    predict = _command(commands, "predict", help="anomaly maps and scores for new images")
     predict.add_argument("--checkpoint", required=True, type=Path)
     predict.add_argument("images", nargs="+", type=Path)
     predict.add_argument("--out", required=True)
     predict.add_argument("--device")
     predict.set_defaults(run=_predict)
 
-    report = commands.add_parser(
-        "report", help="ablation tables from a study (or training folders)"
-    )
+    report = _command(commands, "report", help="ablation tables from a study (or training folders)")
     report.add_argument(
         "folders", nargs="*", help="stand-alone `pagmfr train` folders (metrics.json)"
     )
@@ -276,20 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True)
     report.set_defaults(run=_report)
 
-    demo = commands.add_parser("demo", help="the quickstart's main job on the embedded data")
+    demo = _command(commands, "demo", help="the quickstart's main job on the embedded data")
     demo.add_argument("--out", default="runs/demo")
     demo.set_defaults(run=_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; bad input or a failed run prints one line naming it and exits 2."""
+    """Run one command; bad input or a failed run prints one line naming the file or key and
+    exits 2 (an unexpected error: 1); ``--debug`` adds the traceback."""
+    from pagmfr.errors import run_command
+
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, OSError, RuntimeError) as err:  # bad input or a failed run: say what, where
-        print(f"pagmfr: error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: args.run(args), debug=args.debug)
 
 
 if __name__ == "__main__":

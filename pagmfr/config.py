@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
 from pagmfr.anomalies.settings import Check, GeneratorSettings
+from pagmfr.files import PLAIN_NAME, is_plain_name
+
+#: Seeds every generator accepts (numpy's legacy seeding takes 32 bits).
+MAX_SEED = 2**32 - 1
 
 BackboneName = Literal["resnet18", "resnet34", "resnet50", "wide_resnet50_2"]
 
@@ -43,6 +47,7 @@ class DataConfig:
             ("val_fraction", 0.0 < self.val_fraction < 1.0, "must be in (0, 1)"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("kind", self.kind in (None, "texture", "object"), "must be texture, object or none"),
+            ("category", is_plain_name(self.category), f"must be {PLAIN_NAME}"),
         ]
 
 
@@ -180,6 +185,7 @@ class TrainConfig:
             ("warmup_epochs", self.warmup_epochs >= 0, "must be >= 0"),
             ("grad_accumulation", self.grad_accumulation >= 1, "must be >= 1"),
             ("eval_every", self.eval_every >= 1, "must be >= 1"),
+            ("seed", 0 <= self.seed <= MAX_SEED, f"must be in [0, {MAX_SEED}]"),
         ]
 
 
@@ -295,6 +301,7 @@ class Config:
                     key = f"{name}.{field_name}"
                     raise ValueError(f"{key} {requirement}; got {flat[key]!r}")
         self._check_strategies()
+        self._check_smoothing()
         if self.anomaly.head == "learned" and not self.trains_on_pseudo_anomalies:
             raise ValueError(
                 "anomaly.head learned needs pseudo-anomalies in training; got method "
@@ -314,6 +321,17 @@ class Config:
         if self.validation.strategy == "none":
             raise ValueError(
                 "validation.strategy cannot be none: validation needs pseudo-anomalies"
+            )
+
+    def _check_smoothing(self) -> None:
+        """The Gaussian kernel reflects at the map's borders, so its radius (3 sigma) must stay
+        inside the map, which has the input's resolution."""
+        sigma, size = self.anomaly.smoothing_sigma, self.data.image_size
+        if math.ceil(3 * sigma) >= size:
+            raise ValueError(
+                f"anomaly.smoothing_sigma {sigma:g} is too large for data.image_size {size}: "
+                f"its kernel radius (3 sigma) must stay below the image size; use at most "
+                f"{math.floor((size - 1) / 3 * 10) / 10:g}"
             )
 
     @property

@@ -1,12 +1,19 @@
-"""Atomic file writes: a process killed mid-write (a lost node, a killed driver) leaves the
-previous file intact, never a truncated one that every later reader trips over."""
+"""Files: atomic writes (a process killed mid-write, a lost node or a killed driver, leaves the
+previous file intact, never a truncated one that every later reader trips over), safe reads
+of users' tensor files, and user strings that become file names."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+#: What a plain name must not be or contain: it becomes one path component.
+_NOT_PLAIN = ("", ".", "..")
+PLAIN_NAME = "a plain name (not empty, '.' or '..', no '/', '\\' or control characters)"
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -27,3 +34,47 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
 def copy_atomically(source: str | Path, target: str | Path) -> Path:
     """Copy ``source`` onto ``target`` atomically (e.g. a checkpoint from another folder)."""
     return write_atomically(target, lambda partial: shutil.copy2(source, partial))
+
+
+def is_plain_name(name: object) -> bool:
+    """Whether ``name`` is one path component that stays in its folder: study names and
+    categories become folder and file names, so ``../x`` or ``/x`` must never reach a path."""
+    return (
+        isinstance(name, str)
+        and name not in _NOT_PLAIN
+        and not any(c in "/\\" or ord(c) < 32 for c in name)
+    )
+
+
+def require_plain_name(name: str, what: str) -> str:
+    """``name``, or a ValueError naming ``what`` it is and what a plain name is."""
+    if not is_plain_name(name):
+        raise ValueError(f"{what} {name!r} must be {PLAIN_NAME}: it becomes a folder name")
+    return name
+
+
+def load_tensor_file(path: Path, what: str, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)`` of a user's file, with every way it can fail
+    (empty, truncated, not a PyTorch file, holding code) named with the path and ``fix``.
+
+    Safe loading stays on: a file holding anything but tensors and plain data is refused, never
+    run."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err):  # the safe unpickler refused a class or function by name
+            reason = (
+                "it holds Python objects besides tensors and plain data, which pagmfr never "
+                "loads (they could run code)"
+            )
+        else:
+            reason = "not a PyTorch file"
+    except EOFError:
+        reason = "the file is empty or truncated"
+    except Exception as err:  # torch's zip reader and unpickler: truncated or not torch.save'd
+        reason = "truncated or not a PyTorch file"
+        if isinstance(err, RuntimeError):  # the zip reader's own words: "failed finding ..."
+            reason += f" ({str(err).split('. ')[0]})"
+    raise ValueError(f"{path}: cannot load this {what}: {reason}; {fix}")

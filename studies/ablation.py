@@ -7,13 +7,15 @@ chosen on held-out normal images with pseudo-anomalies; test metrics are reporte
 end. Results go to MLflow, one run per cell.
 
   python studies/ablation.py --preset smoke                         # minutes on 2 CPUs
-  ray submit cluster/config.yaml studies/ablation.py -- --data /data/mvtec_ad --preset paper
+  python studies/ablation.py --preset smoke --variants full-model w-o-mffm   # slugs or names
+  ray submit cluster/config.yaml studies/ablation.py -- --preset paper --data /data/mvtec_ad \
+      --dry-run --calibrate                                         # cells, GPU-hours, storage
 """
 
 import sys
 
 from pagmfr.categories import MVTEC_AD_CATEGORIES
-from pagmfr.study.cli import PAPER_TRAINING, SMOKE_TRAINING, Preset, ablation_main
+from pagmfr.study.cli import PAPER_TRAINING, SMOKE_TRAINING, GpusPerTrial, Preset, ablation_main
 
 VARIANTS = {
     "full model": {},
@@ -51,6 +53,12 @@ PRESETS = {
         categories=list(MVTEC_AD_CATEGORIES),
         seeds=[0, 1, 2],
         overrides={**PAPER_TRAINING, "train.epochs": 600},
+        # A quarter of a 24 GB GPU per trial; RGPKD (8x PAGMFR's trainable parameters) half.
+        # The dry run's --calibrate measures each method's peak memory on your GPUs.
+        gpus_per_trial=GpusPerTrial(0.25, {"rgpkd": 0.5}),
+        # 600-epoch cells: a node lost costs at most 25 epochs of its trials, and Tune storage
+        # receives 25 checkpoints per cell instead of 600.
+        checkpoint_every=25,
     ),
 }
 

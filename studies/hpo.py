@@ -12,7 +12,7 @@ at. The best configuration is exported as JSON; pass it to the ablation study wi
 
 import sys
 
-from pagmfr.study.cli import PAPER_TRAINING, SMOKE_TRAINING, Preset, hpo_main
+from pagmfr.study.cli import PAPER_TRAINING, SMOKE_TRAINING, GpusPerTrial, Preset, hpo_main
 
 
 def space(trial):
@@ -44,6 +44,7 @@ PRESETS = {
         grace_period=25,
         reduction_factor=3,
         overrides={**PAPER_TRAINING, "train.epochs": 200},
+        gpus_per_trial=GpusPerTrial(0.25),  # as the ablation's paper preset
     ),
 }
 

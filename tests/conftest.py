@@ -32,6 +32,9 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
     """The embedded dataset behind ``data.root = "synthetic"`` goes to a per-session cache."""
     os.environ["PAGMFR_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token auth on by default
+    # A study started without a cluster address starts its own Ray on loopback: never the
+    # cluster another test (or person) started on this machine, which Ray would otherwise join.
+    os.environ["RAY_ADDRESS"] = "local"
     os.environ.setdefault("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
 
 
@@ -207,3 +210,9 @@ def compile_latex(engine: str, folder: Path, inputs: list[str]) -> str:
     log = (folder / "paper.log").read_text(errors="replace")
     assert result.returncode == 0, log[-3000:]
     return log
+
+
+def tiered(combinations: list[tuple], quick: list[tuple]) -> list:
+    """Every combination for the full suite; the ones not in ``quick`` marked slow, so that
+    ``pytest -m "not slow"`` still tries each value once, in seconds."""
+    return [c if c in quick else pytest.param(*c, marks=pytest.mark.slow) for c in combinations]

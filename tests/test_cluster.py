@@ -27,8 +27,56 @@ def _load(name):
 def test_launcher_configs_pass_rays_schema_and_checks(name):
     config = prepare_config(copy.deepcopy(_load(name)))
     validate_config(config)
-    assert "pip install --quiet -e ~/pagmfr" in config["setup_commands"]
-    assert any("mlflow server --host $(hostname -I" in c for c in config["head_start_ray_commands"])
+
+
+@pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
+def test_launcher_configs_share_the_node_setup_and_lock_the_cluster(name):
+    config = _load(name)
+    # Synced outside ~, where `ray submit` runs the script: no folder shadows the package.
+    assert config["file_mounts"]["~/src/pagmfr"] == "."
+    assert any(
+        c.startswith("bash ~/src/pagmfr/cluster/setup_node.sh") for c in config["setup_commands"]
+    )
+    # Ray's token authentication, the documented way: the token file on every node and
+    # RAY_AUTH_MODE=token in the login shells the launcher runs commands in.
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert any(
+        "echo 'export RAY_AUTH_MODE=token' >> ~/.bashrc" in c for c in config["setup_commands"]
+    )
+    head = config["head_start_ray_commands"]
+    assert head[-1].startswith("bash ~/src/pagmfr/cluster/start_mlflow.sh")
+    assert any(
+        "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in c for c in config["head_setup_commands"]
+    )
+
+
+def test_mlflow_listens_on_the_heads_loopback_only():
+    script = (ROOT / "cluster/start_mlflow.sh").read_text()
+    assert "mlflow server --host 127.0.0.1 --port 5000" in script
+    assert "MLFLOW_BACKEND_STORE_URI" in script and "mlflow.env" in script  # no password in args
+
+
+def test_the_cluster_image_is_built_with_the_node_setup():
+    dockerfile = (ROOT / "cluster/Dockerfile").read_text()
+    base = next(line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM "))
+    assert "devel" in base  # gcc and headers for `noise`
+    assert "RUN bash /opt/pagmfr/cluster/setup_node.sh /opt/pagmfr" in dockerfile
+    image = _load("cluster/config.yaml")["docker"]["image"]
+    assert f"-t {image} ." in dockerfile  # the documented build makes the image the config runs
+    kuberay = yaml.safe_load_all((ROOT / "cluster/kuberay/rayjob.yaml").read_text())
+    images = {c["image"] for d in kuberay for c in _containers(d)}
+    assert images == {image}
+
+
+def _containers(document):
+    """Every container of a Kubernetes document (RayJob head and workers, Deployment)."""
+    if document["kind"] == "Deployment":
+        return document["spec"]["template"]["spec"]["containers"]
+    if document["kind"] != "RayJob":
+        return []
+    spec = document["spec"]["rayClusterSpec"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    return [c for g in groups for c in g["template"]["spec"]["containers"]]
 
 
 def test_the_cloud_config_has_a_cpu_head_and_autoscaling_gpu_workers():
@@ -37,8 +85,6 @@ def test_the_cloud_config_has_a_cpu_head_and_autoscaling_gpu_workers():
     assert nodes[config["head_node_type"]]["resources"] == {"CPU": 0}
     gpu = nodes["gpu_worker"]
     assert gpu["min_workers"] == 0 and gpu["resources"]["GPU"] == 1
-    assert "devel" in config["docker"]["image"]  # gcc and headers for `noise`
-    assert config["file_mounts"] == {"~/pagmfr": "."}
 
 
 @pytest.mark.parametrize(
@@ -69,10 +115,11 @@ def test_a_broken_copy_fails_validation(break_it, message):
         validate_config(prepare_config(config))
 
 
-def test_the_kuberay_job_runs_the_ablation_on_gpu_workers():
+def test_the_kuberay_job_runs_the_ablation_on_gpu_workers_behind_a_token():
     documents = list(yaml.safe_load_all((ROOT / "cluster/kuberay/rayjob.yaml").read_text()))
     job = next(d for d in documents if d["kind"] == "RayJob")
     assert job["apiVersion"] == "ray.io/v1" and "studies/ablation.py" in job["spec"]["entrypoint"]
+    assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     gpus = [
         c["resources"]["limits"]["nvidia.com/gpu"]
@@ -84,15 +131,46 @@ def test_the_kuberay_job_runs_the_ablation_on_gpu_workers():
     assert service["spec"]["type"] == "ClusterIP"  # MLflow is not exposed outside the cluster
 
 
+def test_only_the_study_head_reaches_mlflow_on_kubernetes():
+    documents = list(yaml.safe_load_all((ROOT / "cluster/kuberay/rayjob.yaml").read_text()))
+    policy = next(d for d in documents if d["kind"] == "NetworkPolicy")
+    mlflow_pods = next(d for d in documents if d["kind"] == "Deployment")["spec"]["selector"]
+    assert policy["spec"]["podSelector"] == mlflow_pods and policy["spec"]["policyTypes"] == [
+        "Ingress"
+    ]
+    [rule] = policy["spec"]["ingress"]
+    [source] = rule["from"]
+    allowed = source["podSelector"]["matchLabels"]
+    job = next(d for d in documents if d["kind"] == "RayJob")["spec"]["rayClusterSpec"]
+    head_labels = job["headGroupSpec"]["template"]["metadata"]["labels"]
+    worker_labels = [
+        g["template"].get("metadata", {}).get("labels", {}) for g in job["workerGroupSpecs"]
+    ]
+    assert allowed.items() <= head_labels.items()
+    assert not any(allowed.items() <= labels.items() for labels in worker_labels)
+
+
 # ---- failures on a simulated multi-node cluster ----
+
+
+#: Loopback addresses for the simulated nodes, one raylet each: the head, then the workers.
+NODE_ADDRESSES = [f"127.0.0.{i}" for i in range(3, 8)]
+
+
+def _add_worker(cluster):
+    """A 1-CPU worker node on the next free loopback address."""
+    taken = {node.node_ip_address for node in (cluster.head_node, *cluster.worker_nodes)}
+    address = next(a for a in NODE_ADDRESSES if a not in taken)
+    return cluster.add_node(num_cpus=1, node_ip_address=address, include_dashboard=False)
 
 
 @pytest.fixture
 def cluster():
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    head = {"num_cpus": 0, "node_ip_address": NODE_ADDRESSES[0], "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    workers = [_add_worker(cluster) for _ in range(2)]
     cluster.wait_for_nodes()
     yield cluster, workers
     cluster.shutdown()
@@ -206,7 +284,7 @@ def test_killing_a_worker_node_mid_study_loses_nothing(cluster, tmp_path):
     _wait_for(both_trials_past_their_first_epoch, 240, "two trials past their first epoch")
     victim = workers[0]
     cluster_.remove_node(victim, allow_graceful=False)
-    cluster_.add_node(num_cpus=1)  # the autoscaler's replacement
+    _add_worker(cluster_)  # the autoscaler's replacement
     output = _finish(driver)
     assert "4 trained now, 0 failed" in output
     resumed = _test_metrics(uri, "nodes")

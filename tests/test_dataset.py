@@ -177,3 +177,30 @@ def test_unreadable_or_truncated_image(small_root, content):
     train = MVTecAD(small_root, "coins", "train", image_size=32)
     with pytest.raises(ValueError, match=r"003.png: not a readable image"):
         train[3]
+
+
+# ---- the check a run makes before work starts ----
+
+
+def test_the_run_check_decodes_once_and_repeats_only_when_files_change(small_root, monkeypatch):
+    from pagmfr.data import check as check_module
+
+    calls = []
+    check = check_module.check_dataset
+    monkeypatch.setattr(
+        check_module, "check_dataset", lambda *a, **k: calls.append(a) or check(*a, **k)
+    )
+    check_module.require_clean_data(small_root, ["coins"], image_size=32)
+    misses = IMAGE_CACHE.misses
+    for split in ("train", "test"):
+        data = MVTecAD(small_root, "coins", split, image_size=32)
+        for index in range(len(data)):
+            data.load_arrays(index)
+    assert IMAGE_CACHE.misses == misses  # training reads what the check decoded
+    check_module.require_clean_data(small_root, ["coins"], image_size=32)
+    assert len(calls) == 1
+    broken = small_root / "coins" / "test" / "good" / "000.png"
+    broken.write_bytes(broken.read_bytes()[:100])
+    with pytest.raises(DatasetError, match=r"test/good/000.png: not a readable image"):
+        check_module.require_clean_data(small_root, ["coins"], image_size=32)
+    assert len(calls) == 2

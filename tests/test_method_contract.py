@@ -14,7 +14,7 @@ import pagmfr
 from pagmfr.cli import main
 from pagmfr.config import Config
 from pagmfr.models import AnomalyMethod, available_methods, build_model, register_model
-from pagmfr.study import StudyOptions, run_ablation
+from pagmfr.study import StudyOptions, run_ablation, start_local_ray
 from pagmfr.study.presets import SMOKE_TRAINING
 
 
@@ -115,7 +115,7 @@ def test_a_user_method_runs_in_a_study_on_ray_workers(tmp_path):
         storage_path=str(tmp_path / "runs"),
         verbose=0,
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.2")
+    start_local_ray(num_cpus=2)
     try:
         summary = run_ablation(
             Config().with_overrides(SMOKE_TRAINING),

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import tiered
 from skimage.color import rgb2lab
 
 from pagmfr.config import Config
@@ -50,10 +51,17 @@ def _check_step(model, config):
 
 @pytest.mark.parametrize(
     ("layers", "fusion", "branches"),
-    list(
-        itertools.product(
-            ["1,2,3", "2,3", "1,2,3,4"], ["concat", "add", "none"], ["feature", "image", "both"]
-        )
+    tiered(
+        list(
+            itertools.product(
+                ["1,2,3", "2,3", "1,2,3,4"], ["concat", "add", "none"], ["feature", "image", "both"]
+            )
+        ),
+        quick=[
+            ("1,2,3", "concat", "both"),
+            ("2,3", "none", "feature"),
+            ("1,2,3,4", "add", "image"),
+        ],
     ),
 )
 def test_every_switch_combination_trains(layers, fusion, branches):

@@ -16,7 +16,7 @@ from pagmfr.config import Config
 from pagmfr.data.pipeline import resolve_data_root
 from pagmfr.provenance import PACKAGE_DIR
 from pagmfr.report import report_study
-from pagmfr.study import StudyOptions, load_best_config, run_ablation, run_hpo
+from pagmfr.study import StudyOptions, load_best_config, run_ablation, run_hpo, start_local_ray
 from pagmfr.study.presets import SMOKE_TRAINING as QUICK
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -29,7 +29,7 @@ OWN_RAY = {**os.environ, "RAY_ADDRESS": "local"}
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2)
     yield
     ray.shutdown()
 
@@ -104,20 +104,26 @@ def _assert_browsable(client, runs, study):
     assert {"report/report.html", "report/components.tex", "report/components.csv"} <= report
 
 
-def test_a_cell_with_broken_data_fails_alone(tmp_path):
-    data = tmp_path / "data"
-    synthetic = resolve_data_root("synthetic")
-    shutil.copytree(synthetic / "brick", data / "brick")
-    shutil.copytree(synthetic / "brick", data / "broken")
-    (data / "broken" / "train" / "good" / "005.png").write_bytes(b"truncated")
+def test_a_cell_with_a_bad_image_fails_alone_with_its_real_cause(tmp_path):
+    """Broken data stops a study before anything is scheduled (tests/test_bad_inputs.py); a
+    bad image a cell reads itself (its variant's texture folder) fails that cell alone, and
+    MLflow shows the real cause and path, not Ray's TypeError over an unpicklable error."""
+    textures = tmp_path / "textures"
+    shutil.copytree(resolve_data_root("synthetic") / "brick" / "train" / "good", textures)
+    (textures / "005.png").write_bytes(b"truncated")
     options = _options(tmp_path, name="broken", max_failures=0)
-    base = Config().with_overrides({**QUICK, "data.root": str(data), "train.epochs": 1})
-    summary = run_ablation(base, {"full model": {}}, ["brick", "broken"], [0], options)
-    assert summary.failed == ["full model / broken / seed 0"] and summary.trained == 1
-    runs = _cell_runs(options.tracking_uri, "broken").set_index("tags.category")
-    assert runs.loc["brick", "status"] == "FINISHED"
-    assert runs.loc["broken", "status"] == "FAILED"
-    assert "005.png: not a readable image" in runs.loc["broken", "tags.error"]
+    base = Config().with_overrides({**QUICK, "train.epochs": 1})
+    variants = {"full model": {}, "own textures": {"generator.texture_dir": str(textures)}}
+    summary = run_ablation(base, variants, ["brick"], [0], options)
+    assert summary.failed == ["own textures / brick / seed 0"] and summary.trained == 1
+    runs = _cell_runs(options.tracking_uri, "broken").set_index("tags.variant")
+    assert runs.loc["full model", "status"] == "FINISHED"
+    assert runs.loc["own textures", "status"] == "FAILED"
+    cause = runs.loc["own textures", "tags.error"].strip().splitlines()[-1]  # what reports show
+    assert cause.endswith(
+        f"ImageReadError: {textures / '005.png'}: not a readable image (empty, "
+        "truncated or not an image file); replace it with a valid PNG"
+    )
 
 
 def test_recording_to_a_real_mlflow_server_and_browsing_it_in_chromium(

@@ -16,7 +16,7 @@ import numpy as np
 from skimage import data as skdata
 
 from pagmfr.anomalies.perlin import perlin_field
-from pagmfr.data.images import IMAGE_SUFFIXES, read_rgb
+from pagmfr.data.images import IMAGE_SUFFIXES, is_hidden, read_rgb
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,12 @@ def image_files(folder: str | Path, role: str) -> list[Path]:
     if not folder.is_dir():
         raise NotADirectoryError(f"{role} folder is not a folder: {folder}")
     try:
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(is_hidden(Path(part)) for part in p.relative_to(folder).parts)
+        )
     except OSError as err:
         raise OSError(f"{role} folder cannot be read: {folder} ({err})") from err
     if not files:

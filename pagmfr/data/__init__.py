@@ -1,9 +1,16 @@
 """Datasets in the MVTec AD layout, their checks, and the embedded synthetic dataset."""
 
-from pagmfr.data.check import CheckReport, check_dataset
+from pagmfr.data.check import CheckReport, check_dataset, require_clean_data
 from pagmfr.data.dataset import MVTec3DRGB, MVTecAD, image_to_tensor
-from pagmfr.data.images import ImageReadError, read_mask, read_rgb
-from pagmfr.data.layout import DatasetError, Problem, Sample, list_categories, scan_split
+from pagmfr.data.images import ImageReadError, inspect_mask, read_mask, read_rgb
+from pagmfr.data.layout import (
+    DatasetError,
+    Problem,
+    Sample,
+    SplitScan,
+    list_categories,
+    scan_split,
+)
 from pagmfr.data.synthetic import DEFECT_TYPES, SYNTHETIC_CATEGORIES, make_synthetic_dataset
 
 __all__ = [
@@ -16,11 +23,14 @@ __all__ = [
     "MVTecAD",
     "Problem",
     "Sample",
+    "SplitScan",
     "check_dataset",
     "image_to_tensor",
+    "inspect_mask",
     "list_categories",
     "make_synthetic_dataset",
     "read_mask",
     "read_rgb",
+    "require_clean_data",
     "scan_split",
 ]

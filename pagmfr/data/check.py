@@ -1,23 +1,47 @@
-"""``pagmfr data check``: count every split's images and masks and list every problem."""
+"""The data check: count every split's images and masks, decode every file, list every problem.
+
+``pagmfr data check`` prints it; ``pagmfr train``, every study cell and the study driver run the
+same check before any work starts (:func:`require_clean_data`), so a broken dataset stops a run
+before epoch 1 with the full list, not after the last epoch with the first problem.
+
+A *problem* changes what is measured or stops a run (a missing, unreadable or mismatched file,
+an incomplete test set, a broken categories file); a *warning* is read correctly but worth a
+look (a non-binary, lossy or transparent mask, hidden files skipped).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pagmfr.data.dataset import decode_sample
-from pagmfr.data.images import ImageReadError
+from pagmfr.categories import KINDS_FILE, parse_kinds_file
+from pagmfr.data.dataset import cached_sample, inspect_sample
+from pagmfr.data.images import ImageReadError, as_size, inspect_mask
 from pagmfr.data.layout import (
     GOOD,
     SPLITS,
     DatasetError,
     Problem,
+    Sample,
+    SplitScan,
     category_dir,
     detect_layout,
     list_categories,
+    missing_root,
     scan_split,
 )
+from pagmfr.files import require_plain_name
+from pagmfr.logs import log
+
+#: Training holds out a validation set of at least two images and keeps at least one.
+MIN_TRAIN_IMAGES = 3
+#: Warnings logged before a run starts; `pagmfr data check` lists them all.
+WARNINGS_SHOWN = 10
 
 
 @dataclass
@@ -32,19 +56,26 @@ class SplitSummary:
 
 @dataclass
 class CheckReport:
-    """Everything ``pagmfr data check`` found: counts per split and every problem."""
+    """Everything the check found: counts per split, every problem and every warning."""
 
     root: Path
     splits: list[SplitSummary] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """No problem found."""
+        """No problem found (warnings allowed)."""
         return not self.problems
 
+    def add(self, other: CheckReport | SplitScan) -> None:
+        """Take over another report's (or a scan's) problems and warnings, each once."""
+        self.problems = list(dict.fromkeys(self.problems + other.problems))
+        self.warnings = list(dict.fromkeys(self.warnings + other.warnings))
+        self.splits += getattr(other, "splits", [])
+
     def format(self) -> str:
-        """The counts and problems as the lines ``pagmfr data check`` prints."""
+        """The counts, warnings and problems as the lines ``pagmfr data check`` prints."""
         lines = [f"data root: {self.root}"]
         for summary in self.splits:
             total = sum(summary.images.values())
@@ -52,6 +83,9 @@ class CheckReport:
             for defect, count in summary.images.items():
                 masks = "" if defect == GOOD else f", {summary.masks.get(defect, 0)} masks"
                 lines.append(f"    {defect:<24} {count:>5} images{masks}")
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s) (read as described):")
+            lines.extend(f"  - {w}" for w in self.warnings)
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines.extend(f"  - {p}" for p in self.problems)
@@ -60,32 +94,210 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_dataset(root: str | Path, categories: list[str] | None = None) -> CheckReport:
-    """Scan and decode every image and mask under ``root``; never stops at the first problem."""
-    report = CheckReport(Path(root))
+def check_dataset(
+    root: str | Path,
+    categories: list[str] | None = None,
+    image_size: int | None = None,
+    workers: int | None = None,
+) -> CheckReport:
+    """Scan and decode every image and mask of every split under ``root``; never stops at the
+    first problem.
+
+    Args:
+        root: an MVTec AD-layout folder.
+        categories: the categories to check (default: every one under ``root``).
+        image_size: also keep every sample at this size in the per-process image cache, so a
+            run that checks its data before training decodes each file once, not twice.
+        workers: decoding threads (default: :func:`decoding_threads`).
+    """
+    root = Path(root)
+    report = CheckReport(root)
+    if not root.is_dir():
+        report.problems.append(missing_root(root))
+        return report
     if categories is None:
         categories = list_categories(root)
         if not categories:
             report.problems.append(
-                Problem(Path(root), "no categories found (no <category>/train or /test folders)")
+                Problem(root, "no categories found (no <category>/train or /test folders)")
             )
-    for category in categories:
+    _check_kinds_file(root, report)
+    size = as_size(image_size) if image_size is not None else None
+    with ThreadPoolExecutor(workers or decoding_threads()) as pool:
+        for category in categories:
+            _check_category(root, category, report, pool, size)
+    return report
+
+
+def decoding_threads() -> int:
+    """The CPUs this process may use, at most 16: a Ray trial's share (Ray sets
+    ``OMP_NUM_THREADS`` to it), else the machine's."""
+    allotted = os.environ.get("OMP_NUM_THREADS", "")
+    cpus = int(allotted) if allotted.isdigit() and int(allotted) > 0 else os.cpu_count() or 1
+    return min(16, cpus)
+
+
+def _check_kinds_file(root: Path, report: CheckReport) -> None:
+    path = root / KINDS_FILE
+    if not path.is_file():
+        return
+    try:
+        declared = parse_kinds_file(path)
+    except ValueError as err:
+        report.problems.append(Problem(path, str(err)))
+        return
+    unknown = sorted(set(declared) - set(list_categories(root)))
+    if unknown:
+        report.warnings.append(
+            Problem(
+                path,
+                f"names {', '.join(map(repr, unknown))}, not a category here; a misspelt "
+                "category keeps its default kind",
+            )
+        )
+
+
+def _check_category(
+    root: Path, category: str, report: CheckReport, pool: ThreadPoolExecutor, size: Size | None
+) -> None:
+    try:
+        layout = detect_layout(category_dir(root, category))
+    except DatasetError as err:
+        report.problems.extend(err.problems)
+        return
+    for split in SPLITS[layout]:
+        scan = scan_split(root, category, split, layout)
+        images = Counter(s.defect for s in scan.samples)
+        masks = Counter(s.defect for s in scan.samples if s.mask is not None)
+        report.splits.append(SplitSummary(category, split, dict(sorted(images.items())), masks))
+        _check_counts(root / category / split, split, scan)
+        _decode(scan, pool, size)
+        report.add(scan)
+
+
+def _check_counts(split_dir: Path, split: str, scan: SplitScan) -> None:
+    """Enough images to train on; a test split that both image metrics can be computed on."""
+    labels = Counter(s.label for s in scan.samples)
+    if split == "train" and 0 < len(scan.samples) < MIN_TRAIN_IMAGES:
+        scan.problems.append(
+            Problem(
+                split_dir / GOOD,
+                f"only {len(scan.samples)} training image(s); training holds out a validation "
+                f"set and needs at least {MIN_TRAIN_IMAGES}",
+            )
+        )
+    if split == "test" and scan.samples:
+        for label, missing in ((0, "defect-free (test/good)"), (1, "defective")):
+            if not labels[label]:
+                scan.problems.append(
+                    Problem(split_dir, f"no {missing} test images; image AUROC needs both kinds")
+                )
+
+
+def _decode(scan: SplitScan, pool: ThreadPoolExecutor, size: Size | None) -> None:
+    """Decode every sample and every mask of a defect-free image, in threads (decoding
+    releases the GIL); the samples' findings keep the scan's order."""
+    empty_masks = []
+    for problems, warnings, empty in pool.map(lambda s: _inspect(s, size), scan.samples):
+        scan.problems += problems
+        scan.warnings += warnings
+        if empty is not None:
+            empty_masks.append(empty)
+    if empty_masks and all(empty_masks):
+        folders = {s.mask.parent for s in scan.samples if s.mask is not None}
+        scan.problems.append(
+            Problem(
+                Path(os.path.commonpath(folders)),
+                "every mask is empty: no defective pixel to score; masks are 0 (normal) and "
+                "255 (defective)",
+            )
+        )
+    for problems, warnings in pool.map(_inspect_good_mask, scan.good_masks):
+        scan.problems += problems
+        scan.warnings += warnings
+
+
+Findings = tuple[list[Problem], list[Problem]]
+Size = tuple[int, int]
+
+
+def _inspect(sample: Sample, size: Size | None) -> tuple[list[Problem], list[Problem], bool | None]:
+    """One sample's problems and warnings, and whether its (defect) mask is empty."""
+    try:
+        image, mask, notes = inspect_sample(sample)
+    except DatasetError as err:
+        return err.problems, [], None
+    except ImageReadError as err:
+        return [Problem(err.path, err.reason)], [], None
+    warnings = [Problem(sample.mask, note) for note in notes]
+    empty = None
+    if sample.mask is not None:
+        empty = not mask.any()
+        if empty and not notes:
+            warnings.append(Problem(sample.mask, "mask is empty: its defective image has none"))
+    if size is not None:
+        cached_sample(sample, size, decoded=(image, mask))
+    return [], warnings, empty
+
+
+def _inspect_good_mask(path: Path) -> Findings:
+    """Masks of defect-free images are not used, but one that marks pixels means a
+    mislabelled image."""
+    try:
+        mask, _ = inspect_mask(path)
+    except ImageReadError as err:
+        return [], [Problem(err.path, f"{err.reason} (a defect-free image's mask: unused)")]
+    if mask.any():
+        return [
+            Problem(
+                path,
+                f"mask of a defect-free image marks {int(mask.sum())} defective pixel(s); move "
+                "the image to its defect folder or clear the mask",
+            )
+        ], []
+    return [], []
+
+
+# ---- before work starts ----
+
+_CHECKED: dict[tuple[str, str, str], CheckReport] = {}
+
+
+def _files_state(root: Path, category: str) -> str:
+    """Names, sizes and modification times of a category's files and the categories file:
+    the check is redone when any of them changes, and only then."""
+    digest = hashlib.blake2b(digest_size=16)
+    folder = root / category
+    for path in [root / KINDS_FILE, *sorted(folder.rglob("*"))]:
         try:
-            layout = detect_layout(category_dir(root, category))
-        except DatasetError as err:
-            report.problems.extend(err.problems)
+            stat = path.stat()
+        except OSError:
             continue
-        for split in SPLITS[layout]:
-            samples, problems = scan_split(root, category, split, layout)
-            report.problems.extend(problems)
-            images = Counter(s.defect for s in samples)
-            masks = Counter(s.defect for s in samples if s.mask is not None)
-            report.splits.append(SplitSummary(category, split, dict(sorted(images.items())), masks))
-            for sample in samples:
-                try:
-                    decode_sample(sample)
-                except DatasetError as err:
-                    report.problems.extend(err.problems)
-                except ImageReadError as err:
-                    report.problems.append(Problem(err.path, err.reason))
+        digest.update(f"{path}\0{stat.st_ino}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def require_clean_data(
+    root: str | Path, categories: Iterable[str], image_size: int | None = None
+) -> CheckReport:
+    """The check a run makes before any work starts: every split of each category, decoded
+    (and with ``image_size`` kept in the image cache for the run). Warnings are logged;
+    problems raise one :class:`DatasetError` that lists them all. Each category is checked
+    once per process and state of its files, so a study's cells do not check it again."""
+    root = Path(root)
+    report = CheckReport(root)
+    for category in categories:
+        require_plain_name(category, "category")  # before any path is built from it
+        key = (str(root.resolve()), category, _files_state(root, category))
+        if key not in _CHECKED:
+            checked = check_dataset(root, [category], image_size)
+            for warning in checked.warnings[:WARNINGS_SHOWN]:
+                log(f"data warning: {warning}")
+            if len(checked.warnings) > WARNINGS_SHOWN:
+                more = len(checked.warnings) - WARNINGS_SHOWN
+                log(f"data warning: ... and {more} more (`pagmfr data check {root}` lists them)")
+            _CHECKED[key] = checked
+        report.add(_CHECKED[key])
+    if report.problems:
+        raise DatasetError(report.problems)
     return report

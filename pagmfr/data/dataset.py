@@ -12,33 +12,41 @@ from torch.utils.data import Dataset
 
 from pagmfr.categories import category_kind
 from pagmfr.data.cache import IMAGE_CACHE
-from pagmfr.data.images import as_size, read_mask, read_rgb, resize_mask, resize_rgb
+from pagmfr.data.images import as_size, inspect_mask, read_rgb, resize_mask, resize_rgb
 from pagmfr.data.layout import MVTEC_3D, DatasetError, Problem, Sample, scan_split
 
 
-def decode_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one sample at full size: uint8 RGB (H, W, 3) and a bool mask (H, W) that must
-    match the image's size."""
+def inspect_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode one sample at full size: uint8 RGB (H, W, 3), a bool mask (H, W) that must match
+    the image's size, and notes on the mask file (see :func:`~pagmfr.data.images.inspect_mask`)."""
     image = read_rgb(sample.image)
     if sample.mask is None:
-        mask = np.zeros(image.shape[:2], dtype=bool)
-    else:
-        mask = read_mask(sample.mask)
-        if mask.shape != image.shape[:2]:
-            raise DatasetError(
-                Problem(
-                    sample.mask,
-                    f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {sample.image.name} "
-                    f"is {image.shape[1]}x{image.shape[0]}; masks must match their image size",
-                )
+        return image, np.zeros(image.shape[:2], dtype=bool), []
+    mask, notes = inspect_mask(sample.mask)
+    if mask.shape != image.shape[:2]:
+        raise DatasetError(
+            Problem(
+                sample.mask,
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {sample.image.name} "
+                f"is {image.shape[1]}x{image.shape[0]}; masks must match their image size",
             )
-    return image, mask
+        )
+    return image, mask, notes
 
 
-def load_sample(sample: Sample, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`decode_sample`, resized to ``size`` (height, width)."""
-    image, mask = decode_sample(sample)
-    return resize_rgb(image, size), resize_mask(mask, size)
+def cached_sample(
+    sample: Sample,
+    size: tuple[int, int],
+    decoded: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sample at ``size`` (height, width) from the per-process cache; on a miss, decoded
+    from its files or resized from ``decoded`` (what the data check already read)."""
+
+    def load() -> tuple[np.ndarray, np.ndarray]:
+        image, mask = decoded or inspect_sample(sample)[:2]
+        return resize_rgb(image, size), resize_mask(mask, size)
+
+    return IMAGE_CACHE.get_or_load((str(sample.image), size), load)
 
 
 class MVTecAD(Dataset):
@@ -63,10 +71,10 @@ class MVTecAD(Dataset):
         self.category = category
         self.split = split
         self.image_size = as_size(image_size)
-        samples, problems = scan_split(self.root, category, split, self.layout)
-        if problems:
-            raise DatasetError(problems)
-        self.samples = samples
+        scan = scan_split(self.root, category, split, self.layout)
+        if scan.problems:
+            raise DatasetError(scan.problems)
+        self.samples = scan.samples
         self.kind = kind or category_kind(category, root=self.root)
 
     def __len__(self) -> int:
@@ -74,9 +82,7 @@ class MVTecAD(Dataset):
 
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """uint8 RGB (H, W, 3) and bool mask (H, W) at ``image_size``; read-only, cached."""
-        sample = self.samples[index]
-        key = (str(sample.image), self.image_size)
-        return IMAGE_CACHE.get_or_load(key, lambda: load_sample(sample, self.image_size))
+        return cached_sample(self.samples[index], self.image_size)
 
     def __getitem__(self, index: int) -> dict:
         image, mask = self.load_arrays(index)

@@ -13,12 +13,19 @@ Size = tuple[int, int]  # (height, width)
 
 
 class ImageReadError(ValueError):
-    """An image or mask file that cannot be decoded; ``path`` names it."""
+    """An image or mask file that cannot be decoded; ``path`` names it.
 
-    def __init__(self, path: Path, reason: str):
+    Its arguments are ``(path, reason)``, so it survives the copies and pickles Ray makes of a
+    failed trial's error: MLflow and the report show this error, not a TypeError.
+    """
+
+    def __init__(self, path: str | Path, reason: str):
         self.path = Path(path)
         self.reason = reason
-        super().__init__(f"{path}: {reason}")
+        super().__init__(self.path, reason)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
 
 
 def as_size(image_size: int | tuple[int, int]) -> Size:
@@ -70,13 +77,51 @@ def read_rgb(path: str | Path) -> np.ndarray:
     raise ImageReadError(path, f"{channels} channels; expected grey, RGB or RGBA")
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read a ground-truth mask as bool (H, W): any non-zero pixel is defective."""
+#: A mask pixel is defective from this value up: MVTec AD masks are 0 (normal) or 255.
+MASK_THRESHOLD = 128
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
+
+
+def inspect_mask(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """A ground-truth mask as MVTec AD defines it, bool (H, W), and what is unusual about the
+    file (each note says how it was read and what to fix).
+
+    Masks are single-channel, 0 (normal) or 255 (defective). Colour masks are read explicitly:
+    an opaque alpha channel is ignored, a transparent one composites the colour over black,
+    and a pixel is defective when its brightest colour channel reaches 128, so a background of
+    3 or JPEG noise is never a defect.
+    """
     path = Path(path)
-    mask = _decode(path)
-    if mask.ndim == 3:
-        mask = mask.max(axis=2)
-    return mask > 0
+    raw = _to_uint8(_decode(path), path)
+    notes = []
+    if raw.ndim == 3:
+        colour = raw[:, :, : 3 if raw.shape[2] >= 3 else 1]
+        if raw.shape[2] in (2, 4):  # grey or BGR, plus alpha
+            alpha = raw[:, :, -1:]
+            if alpha.min() < 255:
+                notes.append("mask has a transparent alpha channel: read as drawn over black")
+                colour = (colour.astype(np.uint16) * alpha // 255).astype(np.uint8)
+        raw = colour.max(axis=2)
+    mask = raw >= MASK_THRESHOLD
+    between = int(np.count_nonzero((raw > 0) & (raw < 255)))
+    if path.suffix.lower() in LOSSY_SUFFIXES:
+        notes.append("lossy (JPEG) mask: compression noise blurs its edges; save masks as PNG")
+    elif between and not mask.any():
+        notes.append(
+            f"no pixel reaches {MASK_THRESHOLD} (the brightest is {int(raw.max())}), so the mask "
+            "reads as empty; a 0/1 mask must be saved as 0/255"
+        )
+    elif between:
+        notes.append(
+            f"mask is not binary: {between} pixel(s) between 0 and 255, read as defective "
+            f"from {MASK_THRESHOLD} up; MVTec AD masks are 0 (normal) or 255 (defective)"
+        )
+    return mask, notes
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A ground-truth mask as bool (H, W), read as :func:`inspect_mask` says."""
+    return inspect_mask(path)[0]
 
 
 def resize_rgb(image: np.ndarray, size: Size) -> np.ndarray:
@@ -112,8 +157,19 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     path.write_bytes(encoded.tobytes())
 
 
+def is_hidden(path: Path) -> bool:
+    """Dot-files and dot-folders (macOS ``._000.png`` metadata, ``.DS_Store``,
+    ``.ipynb_checkpoints``): never data."""
+    return path.name.startswith(".")
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted so every process sees the same order."""
+    """Image files directly in ``folder`` (hidden ones skipped), sorted so every process sees
+    the same order."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p) and p.is_file()
+    )

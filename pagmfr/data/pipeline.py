@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pagmfr.anomalies import PseudoAnomalyGenerator
+from pagmfr.data.check import MIN_TRAIN_IMAGES, require_clean_data
 from pagmfr.data.dataset import MVTecAD, image_to_tensor
 from pagmfr.data.synthetic import make_synthetic_dataset
 
@@ -45,12 +47,23 @@ def resolve_data_root(root: str | Path) -> Path:
     return target
 
 
+def checked_data_root(
+    root: str | Path, categories: Iterable[str], image_size: int | None = None
+) -> Path:
+    """The data root (see :func:`resolve_data_root`), its categories checked before any work
+    starts: the same check as ``pagmfr data check``, which raises with every problem."""
+    resolved = resolve_data_root(root)
+    require_clean_data(resolved, categories, image_size)
+    return resolved
+
+
 def split_train_validation(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded split of train/good indices; the validation part has at least two images (one
     stays normal, one gets a pseudo-anomaly) and training keeps at least one."""
-    if count < 3:
+    if count < MIN_TRAIN_IMAGES:
         raise ValueError(
-            f"need at least 3 training images to hold out a validation set, got {count}"
+            f"need at least {MIN_TRAIN_IMAGES} training images to hold out a validation set, "
+            f"got {count}"
         )
     order = np.random.default_rng([seed, 7]).permutation(count)
     n_val = min(max(2, round(fraction * count)), count - 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from pagmfr.config import Config
 from pagmfr.data.dataset import MVTecAD, image_to_tensor
 from pagmfr.data.pipeline import (
     PseudoAnomalyTrainSet,
-    resolve_data_root,
+    checked_data_root,
     split_train_validation,
     validation_set,
 )
@@ -39,9 +40,15 @@ class TrainingSetup:
             yield torch.stack([image_to_tensor(data.load_arrays(i)[0]) for i in chunk])
 
 
+def data_root(config: Config) -> Path:
+    """The config's data root, its category checked (every split) before any work starts."""
+    data = config.data
+    return checked_data_root(data.root, [data.category], data.image_size)
+
+
 def load_test_split(config: Config, kind: str | None = None) -> MVTecAD:
     """The configured category's test split at model resolution."""
-    root = resolve_data_root(config.data.root)
+    root = data_root(config)
     return MVTecAD(
         root, config.data.category, "test", config.data.image_size, kind=kind or config.data.kind
     )
@@ -58,7 +65,7 @@ def prepare_training(config: Config) -> TrainingSetup:
     fix the selection set: validation images with pseudo-anomalies from ``validation.strategy``
     (or the test split, only with ``validation.select_on_test``)."""
     seed, generator_config = config.train.seed, config.generator
-    root = resolve_data_root(config.data.root)
+    root = data_root(config)
     train_data = MVTecAD(
         root, config.data.category, "train", config.data.image_size, kind=config.data.kind
     )

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from pagmfr.config import Config
 from pagmfr.engine.checkpoints import (
+    RESUME_KEYS,
     RESUME_ONLY,
+    START_OVER,
     check_resumable,
     checkpoint_name,
     checkpoint_path,
@@ -129,7 +132,7 @@ class TrainingRun:
         if last is None or not last.is_file():
             self.model.prepare(self.setup.clean_batches(self.config.train.batch_size))
             return
-        state = load_checkpoint(last)
+        state = load_checkpoint(last, needs=RESUME_KEYS, fix=START_OVER)
         check_resumable(state, self.config, last)
         self.model.load_state_dict(state["model"])
         if self.optimizer is not None:
@@ -195,6 +198,16 @@ class TrainingRun:
             "lower train.lr, check the loss weights, or check the data"
         )
 
+    def _check_finite_outputs(self, maps: np.ndarray, scores: np.ndarray, epoch: int) -> None:
+        """A finite loss can still leave NaN weights after the epoch's last step: name the
+        cause here, not as "scores contain NaN" in the metrics."""
+        if np.isfinite(scores).all() and np.isfinite(maps).all():
+            return
+        raise NonFiniteLossError(
+            f"the model's anomaly maps are NaN or infinite after epoch {epoch + 1}: training "
+            f"diverged; lower train.lr (now {self.config.train.lr:g}) or check the loss weights"
+        )
+
     def validate(self, epoch: int) -> tuple[dict[str, float], bool]:
         """Metrics on the selection set (every ``eval_every`` epochs and at the end), and
         whether this epoch is the best so far on ``validation.metric``."""
@@ -203,6 +216,7 @@ class TrainingRun:
             return {}, False
         images = batches(self.setup.images, train.batch_size)
         maps, scores = infer(self.model, images, self.device, train.amp)
+        self._check_finite_outputs(maps, scores, epoch)
         measured = anomaly_metrics(maps, self.setup.masks, scores, self.setup.labels)
         metrics = {self.prefix + k: v for k, v in measured.items()}
         score = measured[self.config.validation.metric]

@@ -17,7 +17,7 @@ from pagmfr import metrics as M
 from pagmfr.config import Config
 from pagmfr.data.dataset import MVTecAD
 from pagmfr.data.images import read_mask, read_rgb, resize_rgb, write_png
-from pagmfr.engine.checkpoints import load_checkpoint, model_from_checkpoint
+from pagmfr.engine.checkpoints import MODEL_KEYS, load_checkpoint, model_from_checkpoint
 from pagmfr.engine.data import load_test_split, split_arrays
 from pagmfr.engine.runtime import autocast, resolve_device
 from pagmfr.files import write_text_atomically
@@ -146,13 +146,13 @@ def evaluate(
         The metrics with their provenance: resolution, selection and selected epoch, seed, full
         config, code versions and data fingerprints, environment.
     """
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, needs=(*MODEL_KEYS, "epoch", "best"))
     overrides = {
         k: str(v)
         for k, v in {"data.root": data_root, "data.category": category}.items()
         if v is not None
     }
-    model, config = model_from_checkpoint(state, overrides)
+    model, config = model_from_checkpoint(state, overrides, source=checkpoint)
     torch_device = resolve_device(device)
     model.to(torch_device)
     test = load_test_split(config)
@@ -186,7 +186,7 @@ def predict(
     and the raw maps in ``maps.npz`` (at model resolution)."""
     if not images:
         raise ValueError("predict needs at least one image")
-    model, config = model_from_checkpoint(load_checkpoint(checkpoint))
+    model, config = model_from_checkpoint(load_checkpoint(checkpoint), source=checkpoint)
     torch_device = resolve_device(device)
     model.to(torch_device)
     size = (config.data.image_size, config.data.image_size)

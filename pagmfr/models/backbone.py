@@ -12,6 +12,8 @@ import torch
 import torchvision
 from torch import nn
 
+from pagmfr.files import load_tensor_file
+
 STAGE_CHANNELS = {
     "resnet18": (64, 128, 256, 512),
     "resnet34": (64, 128, 256, 512),
@@ -100,8 +102,11 @@ def load_backbone_weights(backbone: ResNetFeatures, spec: str) -> None:
                 f"backbone weights file not found: {path}; the weights spec is 'imagenet', "
                 "'none' or a path to a state dict"
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        fix = "the weights spec is 'imagenet', 'none' or a file of torch.save(model.state_dict())"
+        state = load_tensor_file(path, "backbone weights file", fix)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise ValueError(f"{path}: not a state dict ({type(state).__name__}); {fix}")
     state = {key.removeprefix("module."): value for key, value in state.items()}
     # Unused stages and the classifier have no parameters here, so their keys are "unexpected"
     # (fine); every missing key is one the backbone runs with.

@@ -96,16 +96,39 @@ def grid_from_mlflow(tracking_uri: str, study: str) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
 
 
+#: What a stand-alone run's metrics.json must hold for a report row.
+RECORD_KEYS = ("config", "seed")
+CONFIG_KEYS = ("method", "data.category")
+REWRITE = (
+    "rewrite it with `pagmfr evaluate --checkpoint <folder>/checkpoints/<best>.pt --out <folder>`"
+)
+
+
+def _read_metrics(path: Path) -> dict:
+    """A ``pagmfr train`` folder's metrics.json, or an error naming it and what to do."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path.parent}: no metrics.json (is it a `pagmfr train --out` folder?)"
+        )
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: unreadable or truncated ({err}); {REWRITE}") from err
+    config = record.get("config") if isinstance(record, dict) else None
+    missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
+    missing += [f"config {k}" for k in CONFIG_KEYS if isinstance(config, dict) and k not in config]
+    if missing or not isinstance(config, dict):
+        what = ", ".join(missing) or "a config object"
+        raise ValueError(f"{path}: not a pagmfr metrics record (no {what}); {REWRITE}")
+    return record
+
+
 def runs_from_folders(folders: list[str | Path]) -> pd.DataFrame:
     """Stand-alone ``pagmfr train`` folders (their metrics.json): one row each."""
     rows = []
     for folder in folders:
         path = Path(folder) / "metrics.json"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{folder}: no metrics.json (is it a `pagmfr train --out` folder?)"
-            )
-        record = json.loads(path.read_text())
+        record = _read_metrics(path)
         config = record["config"]
         root = Path(str(config.get("data.root", "")))
         kind = config.get("data.kind") or category_kind(

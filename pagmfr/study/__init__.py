@@ -8,6 +8,7 @@ from pagmfr.study.runner import (
     load_best_config,
     run_ablation,
     run_hpo,
+    start_local_ray,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "load_best_config",
     "run_ablation",
     "run_hpo",
+    "start_local_ray",
 ]

@@ -6,15 +6,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pagmfr.config import Config, parse_set_arguments
-from pagmfr.study.presets import PAPER_TRAINING, SMOKE_TRAINING, Preset
+from pagmfr.errors import report_error
+from pagmfr.study.presets import PAPER_TRAINING, SMOKE_TRAINING, GpusPerTrial, Preset
 
 ALL = "all"
 
-__all__ = ["ALL", "PAPER_TRAINING", "SMOKE_TRAINING", "Preset", "ablation_main", "hpo_main"]
+__all__ = [
+    "ALL",
+    "PAPER_TRAINING",
+    "SMOKE_TRAINING",
+    "GpusPerTrial",
+    "Preset",
+    "ablation_main",
+    "hpo_main",
+    "variant_slug",
+]
 
 
 def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.ArgumentParser:
@@ -40,7 +51,16 @@ def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.Argumen
     parser.add_argument("--cells-path", help="where cells train; a shared filesystem on a cluster")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument(
-        "--gpus-per-trial", type=float, default=0.0, help="fractions pack trials onto a GPU"
+        "--gpus-per-trial",
+        nargs="+",
+        metavar="N|METHOD=N",
+        help="GPUs per trial: N for every method, METHOD=N for one (rgpkd=0.5); fractions pack "
+        "trials onto a GPU (default: the preset's; none)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="a trial's resumable checkpoint every N epochs (default: the preset's)",
     )
     parser.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
     parser.add_argument(
@@ -55,6 +75,7 @@ def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.Argumen
     parser.add_argument(
         "--keep-checkpoints", action="store_true", help="store best checkpoints in MLflow"
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
 
@@ -74,7 +95,22 @@ def _base_config(args: argparse.Namespace, preset: Preset) -> Config:
     return Config().with_overrides(overrides)
 
 
-def _options(args: argparse.Namespace, default_name: str):
+def _gpus_per_trial(args: argparse.Namespace, preset: Preset) -> GpusPerTrial | None:
+    if args.gpus_per_trial is None:
+        return preset.gpus_per_trial
+    gpus = GpusPerTrial.parse(args.gpus_per_trial, preset.gpus_per_trial)
+    from pagmfr.models.registry import available_methods
+
+    unknown = sorted(set(gpus.by_method) - set(available_methods()))
+    if unknown:
+        raise ValueError(
+            f"--gpus-per-trial names unknown methods {unknown}; known: "
+            f"{', '.join(available_methods())}"
+        )
+    return gpus
+
+
+def _options(args: argparse.Namespace, default_name: str, preset: Preset):
     from pagmfr.study.runner import StudyOptions
 
     return StudyOptions(
@@ -82,13 +118,37 @@ def _options(args: argparse.Namespace, default_name: str):
         tracking_uri=args.tracking_uri,
         storage_path=args.storage_path,
         cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
+        gpus_per_trial=_gpus_per_trial(args, preset),
+        checkpoint_every=(
+            preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
+        ),
         max_failures=args.max_failures,
         max_concurrent_trials=args.max_concurrent,
         keep_checkpoint=args.keep_checkpoints,
         cells_path=args.cells_path,
         keep_old_results=getattr(args, "keep_old_results", False),
     )
+
+
+def variant_slug(name: str) -> str:
+    """A variant's name in one shell word (``w/o MFFM`` -> ``w-o-mffm``): ``ray submit`` joins
+    the script's arguments without quoting, so a name with spaces would arrive as two."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _chosen_variants(
+    requested: Sequence[str], variants: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Variant names from names or slugs (``all``: every variant)."""
+    if list(requested) == [ALL]:
+        return list(variants)
+    by_word = {**{variant_slug(v): v for v in variants}, **{v: v for v in variants}}
+    unknown = [v for v in requested if v not in by_word]
+    if unknown:
+        raise ValueError(
+            f"unknown variants {unknown}; known: {', '.join(variant_slug(v) for v in variants)}"
+        )
+    return [by_word[v] for v in requested]
 
 
 def ablation_main(
@@ -102,7 +162,19 @@ def ablation_main(
     parser.add_argument(
         "--variants",
         nargs="+",
-        help=f"default: the preset's; '{ALL}' or names from {list(variants)}",
+        help=f"default: the preset's; '{ALL}' or some of "
+        f"{', '.join(variant_slug(v) for v in variants)} (names work too)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the cells and the resources per trial, then stop (nothing is trained)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="a dry run that also trains a few epochs of one cell per method on the cluster, "
+        "for GPU-hours and storage from measured epoch times and checkpoint sizes",
     )
     parser.add_argument(
         "--keep-old-results",
@@ -113,23 +185,24 @@ def ablation_main(
     preset = presets[args.preset]
     try:
         base = _base_config(args, preset)
-        chosen = args.variants or list(preset.variants or [ALL])
-        chosen = list(variants) if chosen == [ALL] else chosen
-        unknown = [v for v in chosen if v not in variants]
-        if unknown:
-            raise ValueError(f"unknown variants {unknown}; known: {', '.join(variants)}")
-        from pagmfr.study.runner import run_ablation
-
-        summary = run_ablation(
+        chosen = _chosen_variants(args.variants or list(preset.variants or [ALL]), variants)
+        study = (
             base,
             {v: variants[v] for v in chosen},
             args.categories or list(preset.categories),
             args.seeds or list(preset.seeds),
-            _options(args, f"ablation-{args.preset}"),
+            _options(args, f"ablation-{args.preset}", preset),
         )
-    except (ValueError, OSError) as err:
-        print(f"pagmfr: error: {err}")
-        return 2
+        if args.dry_run or args.calibrate:
+            from pagmfr.study.estimate import dry_run
+
+            print(f"study {study[-1].name} (dry run)\n{dry_run(*study, measure=args.calibrate)}")
+            return 0
+        from pagmfr.study.runner import run_ablation
+
+        summary = run_ablation(*study)
+    except Exception as err:  # one line naming the file or key; --debug: the traceback
+        return report_error(err, args.debug)
     print(summary.describe())
     return 1 if summary.failed else 0
 
@@ -172,7 +245,7 @@ def hpo_main(
             space,
             args.categories or list(preset.categories),
             args.trials or preset.trials,
-            _options(args, f"hpo-{args.preset}"),
+            _options(args, f"hpo-{args.preset}", preset),
             seed=seed,
             metric=args.metric,
             grace_period=args.grace_period or preset.grace_period,
@@ -180,8 +253,7 @@ def hpo_main(
             out=args.out,
         )
         overrides = load_best_config(path)
-    except (ValueError, OSError) as err:
-        print(f"pagmfr: error: {err}")
-        return 2
+    except Exception as err:  # one line naming the file or key; --debug: the traceback
+        return report_error(err, args.debug)
     print(f"best config: {path}\n{json.dumps(overrides, indent=2)}")
     return 0

@@ -19,12 +19,15 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from pagmfr.config import Config
+from pagmfr.data.pipeline import checked_data_root
 from pagmfr.engine import TEST_METRICS
+from pagmfr.files import require_plain_name
 from pagmfr.logs import log
 from pagmfr.models.registry import MethodSpec, user_methods
 from pagmfr.provenance import code_version
 from pagmfr.study import storage
 from pagmfr.study.cells import Cell, SearchPlan, ablation_cells, describe_overrides
+from pagmfr.study.presets import GpusPerTrial
 from pagmfr.study.recorder import MLflowRecorder
 from pagmfr.study.tracking import StudyTracker
 from pagmfr.study.trainable import METRICS, TrialContext, run_cell
@@ -38,7 +41,9 @@ class StudyOptions:
     tracking_uri: str = "sqlite:///mlflow.db"
     storage_path: str = "runs"
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    #: GPUs per trial, by method (a number: every method's). None: not chosen, so none; a study
+    #: then refuses to start on a cluster with GPUs rather than train there on CPUs.
+    gpus_per_trial: GpusPerTrial | float | None = None
     #: Retries of a failing trial within one run of the study (Tune's FailureConfig).
     max_failures: int = 1
     max_concurrent_trials: int | None = None
@@ -53,6 +58,17 @@ class StudyOptions:
     #: Count cells finished with older code as done; by default they are retrained.
     keep_old_results: bool = False
     verbose: int = 1
+
+    def __post_init__(self) -> None:
+        require_plain_name(self.name, "study name")  # it names folders under the storage path
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, not {self.checkpoint_every}")
+        if isinstance(self.gpus_per_trial, (int, float)):
+            self.gpus_per_trial = GpusPerTrial(float(self.gpus_per_trial))
+
+    def gpus(self) -> GpusPerTrial:
+        """The GPUs each trial requests (none when not chosen)."""
+        return self.gpus_per_trial or GpusPerTrial()
 
     def cells(self) -> str:
         """The absolute cells folder (see ``cells_path``)."""
@@ -116,16 +132,73 @@ class StudySummary:
         return "\n".join(lines)
 
 
+#: Where a local Ray binds: loopback, so nothing outside this machine reaches it, and not
+#: 127.0.0.1, which Ray replaces with the machine's network address.
+LOCAL_NODE_IP = "127.0.0.2"
+
+
+def cluster_address() -> str | None:
+    """The cluster this process belongs to: ``RAY_ADDRESS`` (``local``: none), else the one
+    ``ray start`` started on this node (as under ``ray submit``) while a raylet here serves it.
+    A record left by a stopped cluster is ignored."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    if address:
+        return None if address == "local" else address
+    from ray._private.services import find_bootstrap_address, find_gcs_addresses
+
+    recorded = find_bootstrap_address(None)  # Ray's own record, in this node's Ray temp folder
+    return recorded if recorded and recorded in find_gcs_addresses() else None
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """A Ray of this machine only, on a loopback address (:data:`LOCAL_NODE_IP`)."""
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address=LOCAL_NODE_IP,
+    )
+
+
 def init_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster this process belongs to (RAY_ADDRESS, or the one ``ray start`` / ``ray
-    up`` started on this node, as under ``ray submit``); otherwise start a local Ray."""
+    """Join the cluster this process belongs to (:func:`cluster_address`); otherwise start a
+    local Ray (:func:`start_local_ray`)."""
     if ray.is_initialized():
         return
-    joining = "RAY_ADDRESS" in os.environ
-    ray.init(num_cpus=None if joining else num_cpus, log_to_driver=False, include_dashboard=False)
+    address = cluster_address()
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        start_local_ray(num_cpus)
 
 
-def _shippable(methods: list[MethodSpec]) -> list[MethodSpec]:
+def check_gpu_requests(gpus: GpusPerTrial | None, cluster_gpus: float) -> None:
+    """Refuse what would silently go wrong: trials on CPUs on a cluster with GPUs (Ray hides the
+    GPUs from a trial that requests none) unless asked for, and trials waiting forever for GPUs
+    on a local Ray that has none; say loudly when a cluster's trials wait for GPU nodes."""
+    if gpus is None and cluster_gpus:
+        raise ValueError(
+            f"the cluster has {cluster_gpus:g} GPUs but the trials request none, so they would "
+            "train on CPUs: pass --gpus-per-trial (e.g. 0.5, or rgpkd=0.5 for one method), or "
+            "--gpus-per-trial 0 to train on CPUs on purpose"
+        )
+    requested = gpus or GpusPerTrial()
+    if requested.any() and not cluster_gpus:
+        if cluster_address() is None:
+            raise ValueError(
+                f"the trials request GPUs ({requested.describe()} each) but this machine has "
+                "none: pass --gpus-per-trial 0 to train on CPUs"
+            )
+        log(
+            f"WARNING: the trials request GPUs ({requested.describe()} each) but the cluster has "
+            "none yet: they wait for the autoscaler to add GPU nodes"
+        )
+    elif cluster_gpus and not requested.any():
+        log(f"WARNING: training on CPUs although the cluster has {cluster_gpus:g} GPUs")
+
+
+def shippable_methods(methods: list[MethodSpec]) -> list[MethodSpec]:
     """User-registered methods, pickled by value when their module cannot be imported on a
     worker (a study script run as ``__main__``, a test file): workers have only pagmfr."""
     from ray import cloudpickle  # Ray's own copy: the one that serialises what trials receive
@@ -146,6 +219,7 @@ def _tuner(
     experiment: str,
     plan: SearchPlan | None = None,
 ) -> tuple[tune.Tuner, MLflowRecorder]:
+    check_gpu_requests(options.gpus_per_trial, ray.cluster_resources().get("GPU", 0))
     recorder = MLflowRecorder(tracker, spec_of)
     context = TrialContext(
         study=options.name,
@@ -153,9 +227,15 @@ def _tuner(
         checkpoint_every=options.checkpoint_every,
         keep_checkpoint=options.keep_checkpoint,
         plan=plan,
-        methods=_shippable(user_methods()),
+        methods=shippable_methods(user_methods()),
     )
-    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    gpus = options.gpus()
+
+    def resources(params: dict[str, Any]) -> tune.PlacementGroupFactory:
+        """Per trial, by the cell's method: GPU shares differ between methods."""
+        method = spec_of(params)["method"]
+        return tune.PlacementGroupFactory([{"CPU": options.cpus_per_trial, "GPU": gpus.of(method)}])
+
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(run_cell, context=context), resources),
         param_space=param_space,
@@ -289,8 +369,9 @@ def run_ablation(
     Returns:
         A :class:`StudySummary`: cells, already finished, trained now, failed.
     """
-    seeds = list(seeds)
-    cells = ablation_cells(base, variants, list(categories), seeds)
+    categories, seeds = list(categories), list(seeds)
+    checked_data_root(base.data.root, categories)  # every problem, before anything is scheduled
+    cells = ablation_cells(base, variants, categories, seeds)
     tracker = StudyTracker(options.tracking_uri, options.name, view_metrics=TEST_METRICS)
     finished, reused, code_changes = _stale_cells(cells, tracker, options.keep_old_results)
     pending = [cell for cell in cells if cell.key not in finished and cell.key not in reused]
@@ -384,6 +465,7 @@ def run_hpo(
         raise ValueError(f"--reduction-factor {reduction_factor}: must be at least 2")
     import optuna
 
+    checked_data_root(base.data.root, categories)  # every problem, before anything is scheduled
     plan = SearchPlan(base, categories, seed)
     objective = f"{METRICS}/{metric}"  # the trainable's metrics, as Tune flattens them
     tracker = StudyTracker(

@@ -23,6 +23,7 @@ from ray import tune
 
 from pagmfr.config import Config
 from pagmfr.engine import TEST_METRICS, TrainingRun, checkpoint_path, evaluate, start_fit
+from pagmfr.errors import travelling_errors
 from pagmfr.models.registry import MethodSpec, ensure_registered
 from pagmfr.study.cells import SearchPlan, cell_dir
 
@@ -152,7 +153,13 @@ def _test(cell: CellRun) -> dict[str, float]:
 def run_cell(params: dict[str, Any], context: TrialContext) -> None:
     """Train and test one cell (or an HPO trial's cells). ``params["cell"]`` is an ablation
     cell's spec; an HPO trial's params are dotted overrides that ``context.plan`` turns into a
-    spec with one cell per category."""
+    spec with one cell per category. An error leaves the trial in a form Ray can ship to the
+    driver, so MLflow records its real cause."""
+    with travelling_errors():
+        _run_cell(params, context)
+
+
+def _run_cell(params: dict[str, Any], context: TrialContext) -> None:
     ensure_registered(context.methods)
     spec = params["cell"] if "cell" in params else context.plan.spec_for(params)
     cells = [
