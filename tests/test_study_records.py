@@ -4,10 +4,12 @@ MLflow view, and files in the study's storage."""
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pagmfr.categories import category_kind
 from pagmfr.config import Config
 from pagmfr.provenance import code_fingerprint
 from pagmfr.study import storage
@@ -160,7 +162,25 @@ def test_hpo_options_are_checked_before_any_work(capsys):
     presets["smoke"] = Preset(**{**presets["smoke"].__dict__, "overrides": SMOKE_TRAINING})
     assert hpo_main(lambda trial: None, presets, "", ["--grace-period", "9"]) == 2
     output = capsys.readouterr()
-    assert "--grace-period 9: must be between 1 and train.epochs (2)" in output.out
+    assert "pagmfr: error: --grace-period 9: must be between 1 and train.epochs (2)" in output.err
     assert "the HPO objective is val_au_pro on one category (brick)" in output.err
     assert hpo_main(lambda trial: None, presets, "", ["--reduction-factor", "1"]) == 2
-    assert "--reduction-factor 1: must be at least 2" in capsys.readouterr().out
+    assert "--reduction-factor 1: must be at least 2" in capsys.readouterr().err
+
+
+def test_the_paper_hpo_preset_tunes_on_two_textures_and_two_objects(capsys):
+    """The paper preset's objective covers several categories: the data check, run before
+    anything is scheduled, is asked for all four (absent from the embedded data)."""
+    script = Path(__file__).parents[1] / "studies" / "hpo.py"
+    spec = importlib.util.spec_from_file_location("hpo_study", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    paper = study.PRESETS["paper"]
+    kinds = [category_kind(c) for c in paper.categories]
+    assert sorted(kinds) == ["object", "object", "texture", "texture"]
+    argv = ["--preset", "paper", "--data", "synthetic"]
+    assert hpo_main(study.space, study.PRESETS, "", argv) == 2
+    errors = capsys.readouterr().err
+    assert "one category" not in errors  # no single-category warning
+    for category in paper.categories:
+        assert f"category '{category}' not found" in errors

@@ -25,6 +25,8 @@ FORMATS = ("latex", "md", "csv", "html")
 DEFAULT_METRICS = ("image_auroc", "pixel_auroc", "au_pro")
 #: Failures listed in the error of a study with no finished run.
 LISTED_FAILURES = 20
+#: The LaTeX file every report writes besides one per metric.
+COMPONENTS_TEX = "components.tex"
 
 
 @dataclass
@@ -56,6 +58,25 @@ def _no_finished_run(title: str, selection: Selection) -> ValueError:
         + "\n  ".join(shown)
         + (f"\n  ... and {more} more" if more else "")
     )
+
+
+def tex_file_names(metrics: list[str]) -> dict[str, str]:
+    """Each metric's LaTeX file name in the output folder: a slug of the metric
+    (``loss/feature`` -> ``loss-feature.tex``), never a path, whatever a hand-edited metric
+    holds (``../../x``). The slug also makes the table's LaTeX label and HTML id, so two
+    metrics that would share one, or a metric that would replace the component table, are
+    refused in every format, naming them."""
+    owners = {COMPONENTS_TEX: "the component table"}
+    names = {}
+    for metric in metrics:
+        name = f"{identifier(metric)}.tex"
+        if name in owners:
+            raise ValueError(
+                f"metric {metric!r} would be written to {name}, as {owners[name]} is: report "
+                "it on its own (--metrics)"
+            )
+        owners[name], names[metric] = f"metric {metric!r}", name
+    return names
 
 
 def _notes(selection: Selection) -> list[str]:
@@ -109,6 +130,8 @@ def build_report(
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown formats {unknown}; allowed: {', '.join(FORMATS)}")
+    metrics = list(dict.fromkeys(metrics))
+    tex_names = tex_file_names(metrics)
     selection = select_runs(runs, grid, code_version, mix_code_versions)
     if selection.kept.empty:
         raise _no_finished_run(title, selection)
@@ -120,9 +143,8 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     texts: dict[str, str] = {}
     if "latex" in formats:
-        # A file name, never a path, whatever the metric is called.
-        texts.update({f"{identifier(t.metric)}.tex": latex.metric_table(t, label) for t in tables})
-        texts["components.tex"] = latex.components(components, label)
+        texts.update({tex_names[t.metric]: latex.metric_table(t, label) for t in tables})
+        texts[COMPONENTS_TEX] = latex.components(components, label)
     if "md" in formats:
         texts["report.md"] = markdown.report(title, notes, tables, selection.missing)
         texts["components.md"] = markdown.components(components, notes)

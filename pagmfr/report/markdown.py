@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from pagmfr.report import escape
+from pagmfr.report import escape, text
 from pagmfr.report.components import ComponentTable
 from pagmfr.report.select import Missing
 from pagmfr.report.tables import MetricTable
-from pagmfr.report.text import (
-    component_grid,
-    metric_name,
-    missing_lines,
-    plain_cell,
-    scale_note,
-    significance_note,
-    test_lines,
-)
 
 esc = escape.markdown
 
@@ -35,13 +26,16 @@ def metric_table(table: MetricTable) -> str:
         rows.append(
             [
                 label,
-                *(plain_cell(row.values[v], table, v, ("**", "**"), esc) for v in table.variants),
+                *(
+                    text.plain_cell(row.values[v], table, v, ("**", "**"), esc)
+                    for v in table.variants
+                ),
             ]
         )
     lines = [
-        f"### {esc(metric_name(table.metric))}",
+        f"### {esc(text.metric_name(table.metric))}",
         "",
-        esc(scale_note(table) + " " + significance_note(table)),
+        esc(text.scale_note(table) + " " + text.significance_note(table)),
         "",
         *_table(["Category", *map(esc, table.variants)], rows),
         "",
@@ -49,7 +43,7 @@ def metric_table(table: MetricTable) -> str:
         "",
         *_table(
             ["Variant", "Pairs", "Mean change", "p-value", "Holm p-value"],
-            [[esc(x) for x in line] for line in test_lines(table)],
+            [[esc(x) for x in line] for line in text.test_lines(table)],
         ),
         "",
     ]
@@ -58,7 +52,7 @@ def metric_table(table: MetricTable) -> str:
 
 def components(table: ComponentTable, notes: list[str]) -> str:
     """The component table: variants x metrics, mean ± std, change and mark."""
-    header, rows = component_grid(table, esc, lambda text: f"**{text}**")
+    header, rows = text.component_grid(table, esc, lambda shown: f"**{shown}**")
     return "\n".join([*(esc(n) for n in notes), "", *_table(header, rows), ""])
 
 
@@ -66,6 +60,6 @@ def report(title: str, notes: list[str], tables: list[MetricTable], missing: lis
     """The whole report: notes, every metric's table, the missing cells."""
     body = [f"# {esc(title)}", "", *(esc(n) for n in notes), ""]
     body += [metric_table(t) for t in tables]
-    lines = [esc(line) for line in missing_lines(missing)]
+    lines = [esc(line) for line in text.missing_lines(missing)]
     body += [lines[0], *(f"- {line}" for line in lines[1:]), ""]
     return "\n".join(body)
