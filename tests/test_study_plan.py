@@ -88,7 +88,7 @@ def test_the_paper_dry_run_lists_cells_and_gpu_shares_per_method(dry_run):
     )  # fmt: skip
     assert code == 0, output
     assert "15 cells: 15 variants x 1 categories x 1 seeds" in output
-    assert "RGPKD w/o prompts/brick/seed0  [rgpkd, key " in output
+    assert "RGPKD w/o prompts / brick / seed 0  [rgpkd, key " in output
     assert "pagmfr: 1 CPU, 0.25 GPU, rgpkd: 1 CPU, 0.5 GPU" in output
     assert "add --calibrate" in output  # no guessed GPU-hours
 
@@ -111,7 +111,7 @@ def test_calibration_measures_epoch_time_and_checkpoint_sizes_on_ray():
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     measured = re.search(
-        r"pagmfr: full model/brick/seed0 on CPU, ([\d.]+) s/epoch for 38 training images.*"
+        r"pagmfr: full model / brick / seed 0 on CPU, ([\d.]+) s/epoch for 38 training images.*"
         r"checkpoints last (\d+) MB \+ best (\d+) MB",
         output,
     )

@@ -22,8 +22,10 @@ from pagmfr.engine.fit import (
     EpochReport,
     FitResult,
     NonFiniteLossError,
+    TrainingRun,
     fit,
     progress_callback,
+    start_fit,
 )
 from pagmfr.engine.inference import TEST_METRICS, anomaly_metrics, evaluate, infer, predict
 from pagmfr.engine.runtime import make_scheduler, resolve_device, seed_everything
@@ -35,6 +37,7 @@ __all__ = [
     "EpochReport",
     "FitResult",
     "NonFiniteLossError",
+    "TrainingRun",
     "TrainingSetup",
     "anomaly_metrics",
     "checkpoint_path",
@@ -50,5 +53,6 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
+    "start_fit",
     "train",
 ]

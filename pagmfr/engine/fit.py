@@ -266,6 +266,16 @@ class TrainingRun:
         folder = self.path("last").parent
         return EpochReport(epoch, metrics, is_best, last, folder, self.start_epoch, self.model)
 
+    def step(self, epoch: int) -> EpochReport:
+        """One whole epoch: train, validate, checkpoint. Several runs can be stepped in
+        lockstep (an HPO trial over several categories reports their mean every epoch)."""
+        self.start_clock()
+        metrics = self.train_epoch(epoch)
+        measured, is_best = self.validate(epoch)
+        metrics.update(measured, **self.costs())
+        self.checkpoint(epoch, metrics, is_best)
+        return self.report(epoch, metrics, is_best)
+
     def result(self, seconds: float) -> FitResult:
         """The fit's outcome after ``seconds`` of training."""
         return FitResult(
@@ -299,16 +309,18 @@ def fit(
     Returns:
         A :class:`FitResult`: checkpoint paths, the selected epoch, its metrics, the history.
     """
-    run = TrainingRun(config, Path(out_dir))
-    run.resume_or_prepare(resume)
+    run = start_fit(config, out_dir, resume)
     started = time.perf_counter()
     for epoch in range(run.start_epoch, run.epochs):
-        run.start_clock()
-        metrics = run.train_epoch(epoch)
-        measured, is_best = run.validate(epoch)
-        metrics.update(measured, **run.costs())
-        run.checkpoint(epoch, metrics, is_best)
-        report = run.report(epoch, metrics, is_best)
+        report = run.step(epoch)
         for callback in callbacks:
             callback(report)
     return run.result(time.perf_counter() - started)
+
+
+def start_fit(config: Config, out_dir: str | Path, resume: bool | str | Path = True) -> TrainingRun:
+    """A :class:`TrainingRun` ready for its first epoch (resumed as :func:`fit` explains), for
+    a caller that steps the epochs itself."""
+    run = TrainingRun(config, Path(out_dir))
+    run.resume_or_prepare(resume)
+    return run

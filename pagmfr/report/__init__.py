@@ -1,18 +1,32 @@
-"""Paper-ready ablation tables from a study's MLflow runs (or stand-alone training folders)."""
+"""Paper-ready ablation tables from a study's MLflow runs (or stand-alone training folders).
+
+``load`` reads the runs, ``select`` decides which run stands for which cell, ``tables`` and
+``components`` compute every value and test once, and ``latex``, ``markdown``, ``tidy`` (CSV)
+and ``page`` (HTML) write them, each escaping what it prints.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from pagmfr.report import render
-from pagmfr.report.load import keep_latest_finished, runs_from_folders, runs_from_mlflow
-from pagmfr.report.tables import MetricTable, Missing, build_table, missing_cells
+from pagmfr.report import latex, markdown, page, tidy
+from pagmfr.report.components import ComponentTable, component_table
+from pagmfr.report.escape import identifier
+from pagmfr.report.load import grid_from_mlflow, runs_from_folders, runs_from_mlflow
+from pagmfr.report.select import Missing, Selection, select_runs
+from pagmfr.report.tables import MetricTable, build_table
+from pagmfr.report.text import missing_lines
 
 FORMATS = ("latex", "md", "csv", "html")
 DEFAULT_METRICS = ("image_auroc", "pixel_auroc", "au_pro")
+#: Failures listed in the error of a study with no finished run.
+LISTED_FAILURES = 20
+#: The LaTeX file every report writes besides one per metric.
+COMPONENTS_TEX = "components.tex"
 
 
 @dataclass
@@ -20,9 +34,75 @@ class Report:
     """What a report wrote: its tables, the missing cells, the dropped duplicates and the files."""
 
     tables: list[MetricTable]
-    missing: list[Missing]
-    duplicates_dropped: int
+    components: ComponentTable
+    selection: Selection
     files: list[Path]
+
+    @property
+    def missing(self) -> list[Missing]:
+        """The cells with no finished run."""
+        return self.selection.missing
+
+    @property
+    def duplicates_dropped(self) -> int:
+        """Finished copies of a kept run's cell that were not kept."""
+        return self.selection.duplicates_dropped
+
+
+def _no_finished_run(title: str, selection: Selection) -> ValueError:
+    lines = missing_lines(selection.missing)[1:]
+    shown = lines[:LISTED_FAILURES]
+    more = len(lines) - len(shown)
+    return ValueError(
+        f"{title}: no finished run yet; {len(lines)} cell(s) without one:\n  "
+        + "\n  ".join(shown)
+        + (f"\n  ... and {more} more" if more else "")
+    )
+
+
+def tex_file_names(metrics: list[str]) -> dict[str, str]:
+    """Each metric's LaTeX file name in the output folder: a slug of the metric
+    (``loss/feature`` -> ``loss-feature.tex``), never a path, whatever a hand-edited metric
+    holds (``../../x``). The slug also makes the table's LaTeX label and HTML id, so two
+    metrics that would share one, or a metric that would replace the component table, are
+    refused in every format, naming them."""
+    owners = {COMPONENTS_TEX: "the component table"}
+    names = {}
+    for metric in metrics:
+        name = f"{identifier(metric)}.tex"
+        if name in owners:
+            raise ValueError(
+                f"metric {metric!r} would be written to {name}, as {owners[name]} is: report "
+                "it on its own (--metrics)"
+            )
+        owners[name], names[metric] = f"metric {metric!r}", name
+    return names
+
+
+def _notes(selection: Selection) -> list[str]:
+    kept = selection.kept
+    notes = [
+        f"{len(kept)} finished runs used, {selection.duplicates_dropped} duplicate finished "
+        f"run(s) dropped (latest kept), {len(selection.missing)} cell(s) missing."
+    ]
+    shape = (
+        f"{len(selection.variants)} variants x {len(selection.categories)} categories x "
+        f"{len(selection.seeds)} seed(s)"
+    )
+    notes.append(
+        f"Cells: the grid the study declared ({shape})."
+        if selection.declared
+        else f"Cells: inferred from the runs ({shape}; the study declared no grid)."
+    )
+    versions = ", ".join(f"{v} ({n} runs)" for v, n in selection.code_versions.items())
+    label = "Code versions (mixed on request)" if len(selection.code_versions) > 1 else "Code"
+    notes.append(f"{label}: {versions}.")
+    if selection.other_runs:
+        notes.append(
+            f"{selection.other_runs} finished run(s) of another config or code under the same "
+            "variant, category and seed not used."
+        )
+    return notes
 
 
 def build_report(
@@ -34,48 +114,64 @@ def build_report(
     formats=FORMATS,
     decimals: int = 1,
     percent: bool = True,
+    grid: dict[str, Any] | None = None,
+    code_version: str | None = None,
+    mix_code_versions: bool = False,
+    test_over: str = "categories",
+    label: str = "pagmfr",
 ) -> Report:
-    """Tables for every metric written in every format under ``out_dir``."""
+    """Tables for every metric, and the component table, in every format under ``out_dir``.
+
+    ``grid`` (a study's declared grid) names every cell; ``code_version`` reports one code
+    version; runs of several code versions are refused unless ``mix_code_versions``.
+    ``test_over`` pairs the tests over "categories" or "category-seed"; ``label`` prefixes
+    the LaTeX labels (``tab:<label>-components``).
+    """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown formats {unknown}; allowed: {', '.join(FORMATS)}")
-    kept, dropped = keep_latest_finished(runs)
-    if kept.empty:
-        raise ValueError(f"{title}: no finished run yet")
-    tables = [
-        build_table(m, runs, kept, reference, 100.0 if percent else 1.0, decimals) for m in metrics
-    ]
-    missing = missing_cells(runs, kept)
-    notes = [
-        f"{len(kept)} finished runs used, "
-        f"{dropped} duplicate finished run(s) dropped (latest kept), "
-        f"{len(missing)} cell(s) missing."
-    ]
+    metrics = list(dict.fromkeys(metrics))
+    tex_names = tex_file_names(metrics)
+    selection = select_runs(runs, grid, code_version, mix_code_versions)
+    if selection.kept.empty:
+        raise _no_finished_run(title, selection)
+    scale = 100.0 if percent else 1.0
+    tables = [build_table(m, selection, reference, scale, decimals, test_over) for m in metrics]
+    components = component_table(tables, len(selection.categories), selection.seeds)
+    notes = _notes(selection)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = []
+    texts: dict[str, str] = {}
     if "latex" in formats:
-        for table in tables:
-            files.append(out / f"{table.metric}.tex")
-            files[-1].write_text(render.latex(table))
+        texts.update({tex_names[t.metric]: latex.metric_table(t, label) for t in tables})
+        texts[COMPONENTS_TEX] = latex.components(components, label)
     if "md" in formats:
-        files.append(out / "report.md")
-        body = [f"# {title}", "", *notes, ""] + [render.markdown(t, missing) for t in tables]
-        files[-1].write_text("\n".join(body))
-    if "csv" in formats:
-        files.append(out / "runs.csv")
-        runs.assign(kept=runs["run_id"].isin(kept["run_id"])).to_csv(files[-1], index=False)
-        files.append(out / "tables.csv")
-        pd.concat([render.summary_csv(t) for t in tables]).to_csv(files[-1], index=False)
+        texts["report.md"] = markdown.report(title, notes, tables, selection.missing)
+        texts["components.md"] = markdown.components(components, notes)
     if "html" in formats:
-        files.append(out / "report.html")
-        files[-1].write_text(render.html_page(title, tables, missing, notes))
-    return Report(tables, missing, dropped, files)
+        texts["report.html"] = page.page(title, notes, components, tables, selection.missing)
+    files = []
+    for name, text in texts.items():
+        files.append(out / name)
+        files[-1].write_text(text)
+    if "csv" in formats:
+        kept = runs["run_id"].isin(selection.kept["run_id"])
+        files += [
+            tidy.write_csv(runs.assign(kept=kept), out / "runs.csv"),
+            tidy.write_csv(pd.concat([tidy.metric_rows(t) for t in tables]), out / "tables.csv"),
+            tidy.write_csv(tidy.component_rows(components), out / "components.csv"),
+        ]
+    return Report(tables, components, selection, files)
 
 
 def report_study(tracking_uri: str, study: str, out_dir: str | Path, **options) -> Report:
-    """A report over a study's cell runs in MLflow (see :func:`build_report`)."""
-    return build_report(runs_from_mlflow(tracking_uri, study), out_dir, f"Study {study}", **options)
+    """A report over a study's cell runs in MLflow, with the grid it declared (see
+    :func:`build_report`)."""
+    runs = runs_from_mlflow(tracking_uri, study)
+    grid = grid_from_mlflow(tracking_uri, study)
+    return build_report(
+        runs, out_dir, f"Study {study}", grid=grid, label=identifier(study), **options
+    )
 
 
 def report_folders(folders: list[str | Path], out_dir: str | Path, **options) -> Report:

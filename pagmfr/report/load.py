@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from pagmfr.categories import category_kind
 
 COLUMNS = ["run_id", "variant", "method", "category", "kind", "seed", "status", "end_time", "error"]
+#: Where a study's declared grid lives on its study run (an artifact: it outgrows a tag).
+GRID_FILE = "grid.json"
+#: Tags that say which cell, config and code a run belongs to (see pagmfr.study.cells).
+IDENTITY_TAGS = ("cell_key", "config_key", "code_version", "code_fingerprint")
 
 
 def _check_reachable(tracking_uri: str) -> None:
@@ -66,11 +72,28 @@ def runs_from_mlflow(tracking_uri: str, study: str) -> pd.DataFrame:
         k if isinstance(k, str) and k else category_kind(c)
         for k, c in zip(runs["kind"], runs["category"], strict=True)
     ]
+    for tag in IDENTITY_TAGS:
+        runs[tag] = raw.get(f"tags.{tag}", pd.Series(index=raw.index, dtype=object))
     metrics = raw[[c for c in raw.columns if c.startswith("metrics.")]].rename(
         columns=lambda c: c[len("metrics.") :]
     )
     extra = raw[[c for c in raw.columns if c.startswith(("params.", "tags."))]]
     return pd.concat([runs, metrics, extra], axis=1)
+
+
+def grid_from_mlflow(tracking_uri: str, study: str) -> dict[str, Any] | None:
+    """The grid a study last declared (``grid.json`` on its study run), or None for a study
+    recorded without one."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(study)
+    parents = client.search_runs([experiment.experiment_id], "tags.role = 'study'", max_results=1)
+    if not parents or "grid" not in parents[0].data.tags:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = client.download_artifacts(parents[0].info.run_id, GRID_FILE, folder)
+        return json.loads(Path(path).read_text())
 
 
 #: What a stand-alone run's metrics.json must hold for a report row.
@@ -131,11 +154,3 @@ def runs_from_folders(folders: list[str | Path]) -> pd.DataFrame:
         )
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def keep_latest_finished(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One run per (variant, category, seed): the latest finished. Returns it and how many
-    finished duplicates (e.g. of a restored trial) were dropped."""
-    finished = runs[runs["status"] == "FINISHED"].sort_values("end_time")
-    kept = finished.drop_duplicates(["variant", "category", "seed"], keep="last")
-    return kept, len(finished) - len(kept)

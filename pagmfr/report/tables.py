@@ -1,5 +1,6 @@
 """Ablation tables: categories (textures, then objects) x variants, mean ± std over seeds, group
-means, the best value per row, the change against a reference, and a paired test."""
+means, the best value per row, the change against a reference, and paired tests with Holm's
+correction, whose marks every format prints the same way."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
 
-from pagmfr.categories import MVTEC_AD_CATEGORIES, TEXTURE
+from pagmfr.categories import TEXTURE
 from pagmfr.report.load import COLUMNS
+from pagmfr.report.select import Selection
 
 GROUPS = ("Textures mean", "Objects mean", "Mean")
+#: Significance marks: Holm-corrected p below each level gets the mark.
+MARKS = ((0.01, "**"), (0.05, "*"))
+#: What the paired tests pair: per-category means, or every (category, seed).
+TEST_DESIGNS = ("categories", "category-seed")
 
 
 @dataclass
@@ -25,6 +31,7 @@ class Value:
     seeds: int
     delta: float | None = None  # mean minus the reference's, in display units
     best: bool = False
+    mark: str = ""  # the variant's significance mark (on the "Mean" row only)
 
 
 @dataclass
@@ -34,17 +41,21 @@ class Row:
     label: str
     group: bool
     values: dict[str, Value | None]
+    kind: str = ""  # texture | object for a category; "" for a group mean
 
 
 @dataclass
 class PairedTest:
-    """A variant against the reference over categories: Wilcoxon signed-rank."""
+    """A variant against the reference: Wilcoxon signed-rank over paired values, with the
+    Holm-corrected p-value over the table's variants."""
 
     variant: str
-    categories: int
+    pairs: int
     mean_delta: float
     statistic: float
     p_value: float
+    p_holm: float = math.nan
+    mark: str = ""
 
 
 @dataclass
@@ -58,65 +69,15 @@ class MetricTable:
     tests: list[PairedTest] = field(default_factory=list)
     scale: float = 100.0
     decimals: int = 1
+    test_over: str = "categories"
 
+    def row(self, label: str) -> Row | None:
+        """The row named ``label`` (a category or a group mean), if any."""
+        return next((r for r in self.rows if r.label == label), None)
 
-@dataclass
-class Missing:
-    """A grid cell with no finished run, with its state and last error."""
-
-    variant: str
-    category: str
-    seed: int
-    state: str  # FAILED, RUNNING, ... or "not run"
-    error: str = ""
-
-
-def ordered_categories(kept: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[str, str]]:
-    """(category, kind), textures first, each group in MVTec AD's order, then by name."""
-    kinds = dict(zip(runs["category"], runs["kind"], strict=False))
-    order = list(MVTEC_AD_CATEGORIES)
-    rank = lambda c: (kinds[c] != TEXTURE, order.index(c) if c in order else len(order), c)  # noqa: E731
-    return [(c, kinds[c]) for c in sorted(kinds, key=rank)]
-
-
-def ordered_variants(runs: pd.DataFrame, reference: str | None) -> tuple[list[str], str]:
-    """Variants in the order they were first recorded, the reference ("full model" if any)
-    first."""
-    variants = list(dict.fromkeys(runs.sort_values("end_time", na_position="last")["variant"]))
-    if reference is None:
-        reference = "full model" if "full model" in variants else variants[0]
-    if reference not in variants:
-        raise ValueError(
-            f"reference variant {reference!r} not in the study; variants: {', '.join(variants)}"
-        )
-    return [reference] + [v for v in variants if v != reference], reference
-
-
-def missing_cells(runs: pd.DataFrame, kept: pd.DataFrame) -> list[Missing]:
-    """Every (variant, category, seed) of the grid with no finished run, and its state."""
-    done = set(zip(kept["variant"], kept["category"], kept["seed"], strict=True))
-    latest = runs.sort_values("end_time", na_position="last").drop_duplicates(
-        ["variant", "category", "seed"], keep="last"
-    )
-    state = {(r.variant, r.category, r.seed): (r.status, r.error) for r in latest.itertuples()}
-    result = []
-    for variant in runs["variant"].unique():
-        for category in runs["category"].unique():
-            for seed in sorted(runs["seed"].unique()):
-                if (variant, category, seed) in done:
-                    continue
-                status, error = state.get((variant, category, seed), ("not run", ""))
-                error = error if isinstance(error, str) else ""
-                result.append(
-                    Missing(
-                        variant,
-                        category,
-                        int(seed),
-                        status,
-                        error.strip().splitlines()[-1] if error else "",
-                    )
-                )
-    return result
+    def test(self, variant: str) -> PairedTest | None:
+        """The variant's test against the reference (None for the reference)."""
+        return next((t for t in self.tests if t.variant == variant), None)
 
 
 def _value(per_seed: pd.Series) -> Value:
@@ -127,25 +88,48 @@ def _value(per_seed: pd.Series) -> Value:
     )
 
 
-def build_table(
-    metric: str,
-    runs: pd.DataFrame,
-    kept: pd.DataFrame,
-    reference: str | None = None,
-    scale: float = 100.0,
-    decimals: int = 1,
-) -> MetricTable:
-    """One metric's table from the kept runs: per-category mean ± std over seeds, group means,
-    the best per row, changes against ``reference`` and paired tests."""
+def _check_metric(metric: str, kept: pd.DataFrame) -> None:
     if metric not in kept.columns or kept[metric].isna().all():
         recorded = sorted(
-            c for c in kept.columns if c not in COLUMNS and not c.startswith(("params.", "tags."))
+            c
+            for c in kept.columns
+            if c not in COLUMNS
+            and not c.startswith(("params.", "tags."))
+            and pd.api.types.is_numeric_dtype(kept[c])
+            and c != "seed"
         )
         raise ValueError(
             f"no finished run has metric {metric!r}; recorded: {', '.join(recorded) or 'none'}"
         )
-    variants, reference = ordered_variants(runs, reference)
-    categories = ordered_categories(kept, runs)
+
+
+def ordered_variants(variants: list[str], reference: str | None) -> tuple[list[str], str]:
+    """The variants with the reference ("full model" if any, else the first) first."""
+    if reference is None:
+        reference = "full model" if "full model" in variants else variants[0]
+    if reference not in variants:
+        raise ValueError(
+            f"reference variant {reference!r} not in the study; variants: {', '.join(variants)}"
+        )
+    return [reference] + [v for v in variants if v != reference], reference
+
+
+def build_table(
+    metric: str,
+    selection: Selection,
+    reference: str | None = None,
+    scale: float = 100.0,
+    decimals: int = 1,
+    test_over: str = "categories",
+) -> MetricTable:
+    """One metric's table from the selected runs: per-category mean ± std over seeds, group
+    means, the best per row, changes against ``reference`` and Holm-corrected paired tests."""
+    if test_over not in TEST_DESIGNS:
+        raise ValueError(f"unknown test design {test_over!r}; allowed: {', '.join(TEST_DESIGNS)}")
+    kept = selection.kept
+    _check_metric(metric, kept)
+    variants, reference = ordered_variants(selection.variants, reference)
+    categories = selection.categories
     values = kept.dropna(subset=[metric]).assign(value=lambda d: d[metric] * scale)
     by_cell = {
         key: group.set_index("seed")["value"]
@@ -160,8 +144,9 @@ def build_table(
                 v: _value(by_cell[(v, category)]) if (v, category) in by_cell else None
                 for v in variants
             },
+            kind,
         )
-        for category, _ in categories
+        for category, kind in categories
     ]
     members = {
         "Textures mean": [c for c, k in categories if k == TEXTURE],
@@ -195,22 +180,65 @@ def build_table(
             x.best = round(x.mean, decimals) == top  # ties at the shown precision are all bold
             if base is not None and v != reference:
                 x.delta = x.mean - base.mean
-    tests = [_paired_test(v, reference, rows) for v in variants if v != reference]
-    return MetricTable(metric, variants, reference, rows, tests, scale, decimals)
+    pairs = {v: _pairs(v, reference, rows, by_cell, test_over) for v in variants if v != reference}
+    tests = holm([_paired_test(v, a, b) for v, (a, b) in pairs.items()])
+    overall = next((r for r in rows if r.label == "Mean"), None)
+    for test in tests:
+        if overall is not None and overall.values.get(test.variant) is not None:
+            overall.values[test.variant].mark = test.mark
+    return MetricTable(metric, variants, reference, rows, tests, scale, decimals, test_over)
 
 
-def _paired_test(variant: str, reference: str, rows: list[Row]) -> PairedTest:
-    """Wilcoxon signed-rank over categories (per-category means), variant vs reference."""
-    pairs = [
-        (r.values[variant].mean, r.values[reference].mean)
-        for r in rows
-        if not r.group and r.values.get(variant) and r.values.get(reference)
-    ]
+def _pairs(
+    variant: str, reference: str, rows: list[Row], by_cell: dict, test_over: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The paired values of a variant and the reference: per-category means, or the values
+    of every (category, seed) both have."""
+    if test_over == "categories":
+        pairs = [
+            (r.values[variant].mean, r.values[reference].mean)
+            for r in rows
+            if not r.group and r.values.get(variant) and r.values.get(reference)
+        ]
+    else:
+        pairs = []
+        for r in rows:
+            mine, theirs = by_cell.get((variant, r.label)), by_cell.get((reference, r.label))
+            if r.group or mine is None or theirs is None:
+                continue
+            both = pd.concat([mine, theirs], axis=1, join="inner")
+            pairs += [tuple(x) for x in both.to_numpy()]
     if not pairs:
+        return np.array([]), np.array([])
+    a, b = np.array(pairs, dtype=float).T
+    return a, b
+
+
+def _paired_test(variant: str, a: np.ndarray, b: np.ndarray) -> PairedTest:
+    """Wilcoxon signed-rank, variant vs reference; no test (NaN) under two pairs or when
+    every pair is equal."""
+    if not len(a):
         return PairedTest(variant, 0, math.nan, math.nan, math.nan)
-    a, b = np.array(pairs).T
     delta = float(np.mean(a - b))
-    if len(pairs) < 2 or np.allclose(a, b):
-        return PairedTest(variant, len(pairs), delta, math.nan, math.nan)
+    if len(a) < 2 or np.allclose(a, b):
+        return PairedTest(variant, len(a), delta, math.nan, math.nan)
     result = wilcoxon(a, b)
-    return PairedTest(variant, len(pairs), delta, float(result.statistic), float(result.pvalue))
+    return PairedTest(variant, len(a), delta, float(result.statistic), float(result.pvalue))
+
+
+def holm(tests: list[PairedTest]) -> list[PairedTest]:
+    """Holm's step-down correction over the tests that ran (the family: every variant
+    against the reference in one table), and each test's significance mark."""
+    ran = sorted((t for t in tests if not math.isnan(t.p_value)), key=lambda t: t.p_value)
+    running = 0.0
+    for rank, test in enumerate(ran):
+        running = max(running, min(1.0, (len(ran) - rank) * test.p_value))
+        test.p_holm = running
+        test.mark = next((mark for level, mark in MARKS if running < level), "")
+    return tests
+
+
+def smallest_p(pairs: int) -> float:
+    """The smallest two-sided p-value an exact Wilcoxon signed-rank test can give with
+    ``pairs`` pairs: with 4 categories it is 0.125, so no difference can be significant."""
+    return 2.0 ** (1 - pairs) if pairs else math.nan

@@ -8,7 +8,6 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from pagmfr.config import Config, parse_set_arguments
@@ -68,7 +67,7 @@ def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.Argumen
         "--max-concurrent", type=int, help="trials at once (default: as resources allow)"
     )
     parser.add_argument(
-        "--base-config", type=Path, help="best_config.json exported by studies/hpo.py"
+        "--base-config", help="best_config.json exported by studies/hpo.py (a path or s3://...)"
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config"
@@ -127,6 +126,7 @@ def _options(args: argparse.Namespace, default_name: str, preset: Preset):
         max_concurrent_trials=args.max_concurrent,
         keep_checkpoint=args.keep_checkpoints,
         cells_path=args.cells_path,
+        keep_old_results=getattr(args, "keep_old_results", False),
     )
 
 
@@ -176,6 +176,11 @@ def ablation_main(
         help="a dry run that also trains a few epochs of one cell per method on the cluster, "
         "for GPU-hours and storage from measured epoch times and checkpoint sizes",
     )
+    parser.add_argument(
+        "--keep-old-results",
+        action="store_true",
+        help="count cells finished with older code as done (default: retrain them)",
+    )
     args = parser.parse_args(argv)
     preset = presets[args.preset]
     try:
@@ -208,30 +213,47 @@ def hpo_main(
     description: str,
     argv: Sequence[str] | None = None,
 ) -> int:
-    """``studies/hpo.py``'s command line: an Optuna search on a preset's category and seed."""
+    """``studies/hpo.py``'s command line: an Optuna search on a preset's categories (the
+    objective is their mean) and first seed."""
     parser = _parser(description, presets)
     parser.add_argument("--trials", type=int, help="default: the preset's")
-    parser.add_argument("--metric", default="val_au_pro", help="a validation metric (val_*)")
-    parser.add_argument("--out", type=Path, help="where to write best_config.json")
+    parser.add_argument(
+        "--metric",
+        default="val_au_pro",
+        help="a validation metric (val_*), averaged over --categories",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=int,
+        help="ASHA: epochs before a trial may be stopped (default: the preset's)",
+    )
+    parser.add_argument(
+        "--reduction-factor",
+        type=int,
+        help="ASHA: keep 1 in N trials per rung (default: the preset's)",
+    )
+    parser.add_argument("--out", help="where to write best_config.json (a path or s3://...)")
     args = parser.parse_args(argv)
     preset = presets[args.preset]
     try:
         base = _base_config(args, preset)
-        category = (args.categories or list(preset.categories))[0]
         seed = (args.seeds or list(preset.seeds))[0]
-        from pagmfr.study.runner import run_hpo
+        from pagmfr.study.runner import load_best_config, run_hpo
 
         path = run_hpo(
             base,
             space,
-            category,
+            args.categories or list(preset.categories),
             args.trials or preset.trials,
             _options(args, f"hpo-{args.preset}", preset),
             seed=seed,
             metric=args.metric,
+            grace_period=args.grace_period or preset.grace_period,
+            reduction_factor=args.reduction_factor or preset.reduction_factor,
             out=args.out,
         )
+        overrides = load_best_config(path)
     except Exception as err:  # one line naming the file or key; --debug: the traceback
         return report_error(err, args.debug)
-    print(f"best config: {path}\n{json.dumps(json.loads(path.read_text())['overrides'], indent=2)}")
+    print(f"best config: {path}\n{json.dumps(overrides, indent=2)}")
     return 0

@@ -93,6 +93,10 @@ class Preset:
     variants: Sequence[str] | None = None
     #: HPO: the trial budget.
     trials: int | None = None
+    #: HPO: epochs every trial runs before ASHA may stop it, and 1 in ``reduction_factor``
+    #: trials kept at each rung.
+    grace_period: int = 1
+    reduction_factor: int = 2
     #: GPUs per trial (None: none, and a study on a cluster with GPUs refuses to start).
     gpus_per_trial: GpusPerTrial | None = None
     #: A Tune checkpoint (for resuming on another node) every this many epochs, and at the end.

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,13 @@ from ray.tune.search.optuna import OptunaSearch
 
 from pagmfr.config import Config
 from pagmfr.data.pipeline import checked_data_root
+from pagmfr.engine import TEST_METRICS
 from pagmfr.files import require_plain_name
 from pagmfr.logs import log
 from pagmfr.models.registry import MethodSpec, user_methods
-from pagmfr.study.cells import SearchPlan, ablation_cells
+from pagmfr.provenance import code_version
+from pagmfr.study import storage
+from pagmfr.study.cells import Cell, SearchPlan, ablation_cells, describe_overrides
 from pagmfr.study.presets import GpusPerTrial
 from pagmfr.study.recorder import MLflowRecorder
 from pagmfr.study.tracking import StudyTracker
@@ -49,6 +55,8 @@ class StudyOptions:
     #: path when it is a local folder, else ``~/pagmfr-cells`` on each node (then only Tune's
     #: checkpoints bring a trial back, after a node failure).
     cells_path: str | None = None
+    #: Count cells finished with older code as done; by default they are retrained.
+    keep_old_results: bool = False
     verbose: int = 1
 
     def __post_init__(self) -> None:
@@ -92,6 +100,12 @@ class StudySummary:
     failed: list[str] = field(default_factory=list)
     tracking_uri: str = ""
     mlflow_outage: str = ""
+    #: What became of cells finished with older code (retrained, or kept on request).
+    code_changes: str = ""
+    #: The MLflow UI's view of the study's cells.
+    ui_link: str = ""
+    #: Why the study run holds no report, if it does not.
+    report_note: str = ""
 
     def describe(self) -> str:
         """The summary the study scripts print at the end."""
@@ -99,13 +113,22 @@ class StudySummary:
             f"study {self.name}: {self.cells} cells, {self.already_finished} already finished, "
             f"{self.trained} trained now, {len(self.failed)} failed",
         ]
-        if self.mlflow_outage:
-            lines.append(f"  {self.mlflow_outage}")
+        lines += [
+            f"  {note}"
+            for note in (self.code_changes, self.mlflow_outage, self.report_note)
+            if note
+        ]
         lines += [
             f"  failed: {name} (error recorded in MLflow; re-run the study to retry)"
             for name in self.failed
         ]
-        lines.append(f"MLflow records: mlflow ui --backend-store-uri {self.tracking_uri}")
+        if self.tracking_uri.startswith(("http://", "https://")):
+            lines.append(f"MLflow records: {self.ui_link}")
+        else:
+            lines.append(
+                f"MLflow records: mlflow ui --backend-store-uri {self.tracking_uri}, then open "
+                f"{self.ui_link}"
+            )
         return "\n".join(lines)
 
 
@@ -229,6 +252,99 @@ def _tuner(
     return tuner, recorder
 
 
+def _stale_cells(
+    cells: list[Cell], tracker: StudyTracker, keep_old: bool
+) -> tuple[set[str], dict[str, str], str]:
+    """The cells already finished (their key has a finished run), the cells finished only with
+    older code that count as done (``keep_old``: cell key -> the old run's key), and a line on
+    what became of those."""
+    runs = tracker.cell_runs()
+    finished = {key for key, run in runs.items() if run.info.status == "FINISHED"}
+    by_config = {
+        run.data.tags["config_key"]: run
+        for run in runs.values()
+        if run.info.status == "FINISHED" and run.data.tags.get("config_key")
+    }
+    stale = [c for c in cells if c.key not in finished and c.config_key in by_config]
+    if not stale:
+        return finished, {}, ""
+    versions = sorted({by_config[c.config_key].data.tags.get("code_version", "?") for c in stale})
+    if keep_old:
+        reused = {c.key: by_config[c.config_key].data.tags["cell_key"] for c in stale}
+        line = (
+            f"{len(stale)} cell(s) finished with other code ({', '.join(versions)}) are kept "
+            "(--keep-old-results); the report mixes code versions only when asked"
+        )
+        return finished, reused, line
+    line = (
+        f"{len(stale)} cell(s) finished with other code ({', '.join(versions)}) are retrained "
+        f"with {code_version()}: their code changed (--keep-old-results keeps the old results)"
+    )
+    return finished, {}, line
+
+
+def _grid(
+    name: str,
+    variants: Mapping[str, Mapping[str, Any]],
+    cells: list[Cell],
+    seeds: list[int],
+    reused: dict[str, str],
+) -> dict[str, Any]:
+    """The grid this run of the study declares: every cell that should exist, in order."""
+    return {
+        "study": name,
+        "declared_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "variants": [{"name": v, "overrides": describe_overrides(o)} for v, o in variants.items()],
+        "categories": [
+            {"name": c, "kind": k} for c, k in dict.fromkeys((c.category, c.kind) for c in cells)
+        ],
+        "seeds": seeds,
+        "cells": [
+            {
+                "variant": c.variant,
+                "category": c.category,
+                "seed": c.seed,
+                "key": reused.get(c.key, c.key),
+                "config_key": c.config_key,
+            }
+            for c in cells
+        ],
+    }
+
+
+def _metric_name(text: str) -> str:
+    """``text`` as a part of an MLflow metric name (letters, digits, ``_ - . space``)."""
+    return re.sub(r"[^\w\-. ]", "_", text).strip(". ") or "_"
+
+
+def record_study_report(tracker: StudyTracker, step: int) -> str:
+    """The study's report (HTML, Markdown, LaTeX, CSV) as the study run's ``report/``
+    artifacts, and its component table as the study run's metrics at ``step``
+    (``au_pro/full model``: mean over categories, ``au_pro_std/full model``: std over seeds,
+    as fractions). Returns why there is none, or ""."""
+    from pagmfr.report import report_study
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            report = report_study(
+                tracker.tracking_uri, tracker.study, folder, metrics=list(TEST_METRICS)
+            )
+        except (ValueError, OSError) as err:
+            return f"no report on the study run: {str(err).splitlines()[0]}"
+        tracker.log_artifacts(tracker.parent_id, folder, "report")
+    table = report.components
+    aggregates = {}
+    for (variant, metric), cell in table.cells.items():
+        if cell.value is None:
+            continue
+        aggregates[f"{metric}/{_metric_name(variant)}"] = cell.value.mean / table.scale
+        if cell.value.std is not None:
+            aggregates[f"{metric}_std/{_metric_name(variant)}"] = cell.value.std / table.scale
+    tracker.log_metrics(tracker.parent_id, aggregates, step)
+    return ""
+
+
 def run_ablation(
     base: Config,
     variants: Mapping[str, Mapping[str, Any]],
@@ -239,7 +355,9 @@ def run_ablation(
     """Run every variant x category x seed on Ray Tune, each cell once, recorded in MLflow.
 
     Cells already finished in MLflow are skipped, unfinished ones resume from their last
-    checkpoint, failed ones are retried in the same run.
+    checkpoint, failed ones are retried in the same run, and cells finished with other code
+    are retrained (unless ``options.keep_old_results``). The grid is declared on the study
+    run; at the end the study run gets the report and the aggregate metrics per variant.
 
     Args:
         base: the config every variant starts from.
@@ -251,19 +369,26 @@ def run_ablation(
     Returns:
         A :class:`StudySummary`: cells, already finished, trained now, failed.
     """
-    categories = list(categories)
+    categories, seeds = list(categories), list(seeds)
     checked_data_root(base.data.root, categories)  # every problem, before anything is scheduled
-    cells = ablation_cells(base, variants, categories, list(seeds))
-    tracker = StudyTracker(options.tracking_uri, options.name)
-    finished = tracker.finished_keys()
-    pending = [cell for cell in cells if cell.key not in finished]
+    cells = ablation_cells(base, variants, categories, seeds)
+    tracker = StudyTracker(options.tracking_uri, options.name, view_metrics=TEST_METRICS)
+    finished, reused, code_changes = _stale_cells(cells, tracker, options.keep_old_results)
+    pending = [cell for cell in cells if cell.key not in finished and cell.key not in reused]
     summary = StudySummary(
-        options.name, len(cells), len(cells) - len(pending), 0, tracking_uri=options.tracking_uri
+        options.name,
+        len(cells),
+        len(cells) - len(pending),
+        0,
+        tracking_uri=options.tracking_uri,
+        code_changes=code_changes,
+        ui_link=tracker.ui_link(),
     )
     log(
         f"study {options.name}: {len(cells)} cells, {len(cells) - len(pending)} already finished, "
-        f"{len(pending)} to run"
+        f"{len(pending)} to run" + (f"; {code_changes}" if code_changes else "")
     )
+    step = tracker.declare_grid(_grid(options.name, variants, cells, seeds, reused))
     if pending:
         init_ray()
         names = {cell.key: cell.name for cell in cells}
@@ -276,7 +401,7 @@ def run_ablation(
                 max_concurrent_trials=options.max_concurrent_trials,
                 reuse_actors=True,
                 trial_name_creator=lambda trial: names[trial.config["cell"]["key"]].replace(
-                    "/", "_"
+                    " / ", "_"
                 ),
                 trial_dirname_creator=lambda trial: trial.config["cell"]["key"],
             ),
@@ -286,6 +411,7 @@ def run_ablation(
         summary.trained = len(recorder.finished)
         summary.mlflow_outage = recorder.outage_report()
         summary.failed = [names[key] for key in recorder.failed]
+    summary.report_note = record_study_report(tracker, step)
     tracker.close_study({"cells": len(cells), "failed": len(summary.failed)})
     return summary
 
@@ -298,26 +424,53 @@ SearchSpace = Callable[[Any], dict[str, Any] | None]  # Optuna define-by-run: tr
 def run_hpo(
     base: Config,
     space: SearchSpace,
-    category: str,
+    categories: str | Sequence[str],
     trials: int,
     options: StudyOptions,
     seed: int = 0,
     metric: str = "val_au_pro",
     sampler: Any = None,
     grace_period: int = 1,
-    out: str | Path | None = None,
-) -> Path:
+    reduction_factor: int = 2,
+    out: str | None = None,
+) -> str:
     """An Optuna search (seeded TPE unless ``sampler`` is given) over ``space``, with ASHA early
-    stopping on a validation metric (never a test metric). Writes the best trial's overrides as
-    JSON, usable as an ablation study's base, and returns its path."""
+    stopping on a validation metric (never a test metric) averaged over ``categories``: each
+    trial trains its config on every one of them. Writes the best trial's overrides as JSON
+    (through the storage's filesystem, so ``s3://`` works), usable as an ablation study's
+    base, and returns where.
+
+    Args:
+        grace_period: epochs every trial runs before ASHA may stop it.
+        reduction_factor: ASHA keeps 1 in ``reduction_factor`` trials at each rung.
+        out: where to write the best config (default ``<storage>/<name>/best_config.json``).
+    """
     if not metric.startswith("val_"):
         raise ValueError(f"HPO must optimise a validation metric (val_*), not {metric!r}")
+    categories = [categories] if isinstance(categories, str) else list(categories)
+    if not categories:
+        raise ValueError("HPO needs at least one category (--categories)")
+    if len(categories) == 1:
+        log(
+            f"warning: the HPO objective is {metric} on one category ({categories[0]}): the "
+            "chosen config may suit it alone; declare several with --categories (the paper "
+            "preset uses two textures and two objects)"
+        )
+    if grace_period < 1 or grace_period > base.train.epochs:
+        raise ValueError(
+            f"--grace-period {grace_period}: must be between 1 and train.epochs "
+            f"({base.train.epochs})"
+        )
+    if reduction_factor < 2:
+        raise ValueError(f"--reduction-factor {reduction_factor}: must be at least 2")
     import optuna
 
-    checked_data_root(base.data.root, [category])  # every problem, before anything is scheduled
-    plan = SearchPlan(base, category, seed)
+    checked_data_root(base.data.root, categories)  # every problem, before anything is scheduled
+    plan = SearchPlan(base, categories, seed)
     objective = f"{METRICS}/{metric}"  # the trainable's metrics, as Tune flattens them
-    tracker = StudyTracker(options.tracking_uri, options.name)
+    tracker = StudyTracker(
+        options.tracking_uri, options.name, view_metrics=(f"best_{metric}", *TEST_METRICS)
+    )
     init_ray()
     search = OptunaSearch(
         space=space,
@@ -329,7 +482,7 @@ def run_hpo(
         time_attr="training_iteration",
         max_t=base.train.epochs + 1,
         grace_period=grace_period,
-        reduction_factor=2,
+        reduction_factor=reduction_factor,
     )
     tuner, recorder = _tuner(
         {},
@@ -350,25 +503,33 @@ def run_hpo(
     )
     results = tuner.fit()
     best = results.get_best_result(metric=objective, mode="max", scope="all")
-    overrides = {k: v for k, v in best.config.items() if "." in k}
-    out = Path(out or Path(options.storage()) / options.name / "best_config.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    overrides = plan.overrides(best.config)
+    out = out or storage.join(options.storage(), options.name, "best_config.json")
     record = {
         "study": options.name,
         "metric": metric,
+        "categories": categories,
         "value": best.metrics_dataframe[objective].max(),
         "overrides": overrides,
         "config": plan.config_for(overrides).to_flat(),
     }
-    out.write_text(json.dumps(record, indent=2, default=float) + "\n")
-    tracker.close_study({"trials": trials, "failed": len(recorder.failed), "best_config": str(out)})
-    log(f"best {metric} {record['value']:.4f} with {overrides}\nbest config: {out}")
-    return out
+    storage.write_text(str(out), json.dumps(record, indent=2, default=float) + "\n")
+    tracker.close_study({"trials": trials, "failed": len(recorder.failed), "best_config": out})
+    log(
+        f"best mean {metric} over {', '.join(categories)}: {record['value']:.4f} with "
+        f"{overrides}\nbest config: {out}"
+    )
+    return str(out)
 
 
-def load_best_config(path: str | Path) -> dict[str, Any]:
-    """The overrides an HPO study exported, to use as an ablation study's base."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"best-config file not found: {path}")
-    return json.loads(path.read_text())["overrides"]
+def load_best_config(location: str | Path) -> dict[str, Any]:
+    """The overrides an HPO study exported (a local path or a URI), to use as an ablation
+    study's base."""
+    try:
+        return json.loads(storage.read_text(str(location)))["overrides"]
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"best-config file not found: {location}") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{location}: not a best_config.json written by studies/hpo.py ({err})"
+        ) from err

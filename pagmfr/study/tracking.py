@@ -1,14 +1,21 @@
-"""MLflow records of a study: one experiment and parent run per study, one child run per cell.
+"""MLflow records of a study: one experiment per study, holding one run per cell and a study run.
 
 Only the driver writes (through :class:`~pagmfr.study.recorder.MLflowRecorder`): one writer
 keeps a sqlite store free of "database is locked", and works unchanged against an
 ``mlflow server``. A cell's run is found again by its ``cell_key`` tag, so retries, resumed
 trials and re-runs of the study reuse it: exactly one finished run per cell.
+
+The experiment is set up for browsing: it is marked as model development (not GenAI), cell
+runs are top-level runs named ``variant / category / seed N`` (MLflow's UI folds child runs
+under a collapsed parent), and a saved view (:data:`CELL_VIEW`) lists the cells with their
+variant, overrides and test metrics as columns; :meth:`StudyTracker.ui_link` opens it.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +23,15 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from pagmfr.provenance import code_version
+from pagmfr.report.load import GRID_FILE
 from pagmfr.study.cells import cell_name
 
 CELL_TAGS = ("study", "method", "variant", "category", "seed", "cell_key")
 _BATCH = 100  # MLflow's log_batch limit is 1000 metrics, 100 params
+#: MLflow's convention for "this experiment trains models" (its UI otherwise may open GenAI).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+#: The saved view of the cells: ``?viewStateShareKey=pagmfr-cells`` in the UI's address.
+CELL_VIEW = "pagmfr-cells"
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -31,10 +43,24 @@ def artifact_location(tracking_uri: str) -> str | None:
     return (database.parent / "mlartifacts").as_uri()
 
 
-class StudyTracker:
-    """A study's MLflow experiment and parent run, and its cells' child runs (driver only)."""
+def cell_view(metrics: Iterable[str]) -> str:
+    """MLflow's saved-view state (the UI's own JSON) for the cells: only cell runs, in the
+    order they started, with their variant, overrides, category, seed and ``metrics`` shown."""
+    columns = [f"tags.`{tag}`" for tag in ("variant", "overrides", "category", "seed")]
+    return json.dumps(
+        {
+            "searchFilter": "tags.role = 'cell'",
+            "orderByKey": "attributes.start_time",
+            "orderByAsc": True,
+            "selectedColumns": columns + [f"metrics.`{m}`" for m in metrics],
+        }
+    )
 
-    def __init__(self, tracking_uri: str, study: str):
+
+class StudyTracker:
+    """A study's MLflow experiment, its study run, and its cells' runs (driver only)."""
+
+    def __init__(self, tracking_uri: str, study: str, view_metrics: Iterable[str] = ()):
         self.tracking_uri = tracking_uri
         self.study = study
         self.client = MlflowClient(tracking_uri)
@@ -44,6 +70,9 @@ class StudyTracker:
             self.experiment_id = self.client.create_experiment(study, artifact_location=location)
         else:
             self.experiment_id = experiment.experiment_id
+        tags = {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{CELL_VIEW}": cell_view(view_metrics)}
+        for key, value in tags.items():
+            self.client.set_experiment_tag(self.experiment_id, key, value)
         parents = self.client.search_runs(
             [self.experiment_id], "tags.role = 'study'", max_results=1
         )
@@ -52,11 +81,24 @@ class StudyTracker:
         else:
             tags = {"role": "study", "study": study, "code_version": code_version()}
             self.parent_id = self.client.create_run(
-                self.experiment_id, tags=tags, run_name=study
+                self.experiment_id, tags=tags, run_name=f"{study} (study)"
             ).info.run_id
+        #: The last step recorded per run and metric: a resumed trial re-reports the epochs
+        #: since its last checkpoint, and MLflow would keep both copies.
+        self.recorded_steps: dict[str, dict[str, int]] = {}
+
+    def ui_link(self, ui: str = "http://127.0.0.1:5000") -> str:
+        """The MLflow UI's address of the cells' saved view (``ui``: where the UI runs; for a
+        tracking server, the server itself)."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            ui = self.tracking_uri
+        return (
+            f"{ui.rstrip('/')}/#/experiments/{self.experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={CELL_VIEW}"
+        )
 
     def cell_runs(self) -> dict[str, Any]:
-        """The latest child run of every cell key recorded so far."""
+        """The latest run of every cell key recorded so far."""
         runs = self.client.search_runs(
             [self.experiment_id],
             "tags.role = 'cell'",
@@ -64,10 +106,6 @@ class StudyTracker:
             order_by=["attributes.start_time ASC"],
         )
         return {run.data.tags["cell_key"]: run for run in runs}
-
-    def finished_keys(self) -> set[str]:
-        """Cell keys with a finished run: a re-run skips them."""
-        return {key for key, run in self.cell_runs().items() if run.info.status == "FINISHED"}
 
     def open_cell(self, spec: dict[str, Any]) -> str:
         """The cell's run, reopened when it exists (a retry or a resumed study), else created
@@ -86,38 +124,53 @@ class StudyTracker:
             attempts = int(existing.data.tags.get("attempts", "1")) + 1
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "attempts", str(attempts))
+            self.recorded_steps[run_id] = self._last_steps(run_id, existing.data.metrics)
             return run_id
         tags = {
             "role": "cell",
             "study": self.study,
             "method": spec["method"],
             "variant": spec["variant"],
+            "overrides": spec.get("overrides", ""),
             "category": spec["category"],
             "kind": spec["kind"],
             "seed": str(spec["seed"]),
             "cell_key": spec["key"],
+            "config_key": spec.get("config_key", ""),
             "data_fingerprint": spec["fingerprint"],
             "code_version": code_version(),
+            "code_fingerprint": spec.get("code", ""),
             "attempts": "1",
-            "mlflow.parentRunId": self.parent_id,
+            "study_run_id": self.parent_id,
         }
         name = cell_name(spec["variant"], spec["category"], spec["seed"])
         run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
         params = [Param(k, str(v)) for k, v in sorted(spec["config"].items())]
         for start in range(0, len(params), _BATCH):
             self.client.log_batch(run_id, params=params[start : start + _BATCH])
+        self.recorded_steps[run_id] = {}
         return run_id
 
+    def _last_steps(self, run_id: str, metrics: Iterable[str]) -> dict[str, int]:
+        return {
+            key: max(m.step for m in self.client.get_metric_history(run_id, key)) for key in metrics
+        }
+
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        """Metrics at ``step`` in batches of MLflow's limit."""
+        """Metrics at ``step`` in batches of MLflow's limit, less those already recorded at
+        this step or a later one (epochs a restored trial reports again)."""
+        recorded = self.recorded_steps.setdefault(run_id, {})
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        batch = [
+            Metric(k, float(v), now, step) for k, v in metrics.items() if step > recorded.get(k, -1)
+        ]
         for start in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[start : start + 1000])
+        recorded.update({metric.key: step for metric in batch})
 
-    def log_artifacts(self, run_id: str, folder: str | Path) -> None:
-        """A folder's files as the run's artifacts."""
-        self.client.log_artifacts(run_id, str(folder))
+    def log_artifacts(self, run_id: str, folder: str | Path, path: str | None = None) -> None:
+        """A folder's files as the run's artifacts (under ``path``)."""
+        self.client.log_artifacts(run_id, str(folder), path)
 
     def finish(self, run_id: str) -> None:
         """Mark the run FINISHED."""
@@ -128,8 +181,25 @@ class StudyTracker:
         self.client.log_batch(run_id, tags=[RunTag("error", error[-4000:])])
         self.client.set_terminated(run_id, "FAILED")
 
+    # ---- the study run ----
+
+    def declare_grid(self, grid: dict[str, Any]) -> int:
+        """Record the grid this run of the study declared (variants in order, categories,
+        seeds, each cell's key) on the study run; the report reads it to know every cell
+        that should exist. Returns how many times the study has been run."""
+        runs = int(self.client.get_run(self.parent_id).data.tags.get("study_runs", "0")) + 1
+        self.client.update_run(self.parent_id, status="RUNNING")
+        self.client.log_text(self.parent_id, json.dumps(grid, indent=1), GRID_FILE)
+        summary = (
+            f"{len(grid['variants'])} variants x {len(grid['categories'])} categories x "
+            f"{len(grid['seeds'])} seeds"
+        )
+        tags = {"study_runs": str(runs), "grid": summary, "code_version": code_version()}
+        self.client.log_batch(self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        return runs
+
     def close_study(self, summary: dict[str, Any]) -> None:
-        """Summary tags on the parent run; FAILED when a cell failed."""
+        """Summary tags on the study run; FAILED when a cell failed."""
         self.client.log_batch(self.parent_id, tags=[RunTag(k, str(v)) for k, v in summary.items()])
         self.client.set_terminated(
             self.parent_id, "FINISHED" if not summary.get("failed") else "FAILED"

@@ -1,9 +1,13 @@
-"""The Ray Tune trainable: one study cell (or HPO trial) through :func:`pagmfr.engine.fit`.
+"""The Ray Tune trainable: one study cell (or HPO trial) through the engine's training loop.
 
 It reports every epoch, with a checkpoint every ``checkpoint_every`` epochs (so a trial on a
 lost node resumes from there on another), then evaluates the selected checkpoint on the test
 split and reports the test metrics with the artifacts the driver records in MLflow. A result
 is ``{"epoch": e, "metrics": {...}}``: the driver records ``metrics`` and nothing of Tune's.
+
+An HPO trial holds one cell per category of the search and trains them in lockstep: each
+epoch reports the mean over the categories (the objective ASHA and Optuna see) and each
+category's validation metrics (``val_au_pro/carpet``).
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray import tune
 
 from pagmfr.config import Config
-from pagmfr.engine import TEST_METRICS, EpochReport, checkpoint_path, evaluate, fit
+from pagmfr.engine import TEST_METRICS, TrainingRun, checkpoint_path, evaluate, start_fit
 from pagmfr.errors import travelling_errors
 from pagmfr.models.registry import MethodSpec, ensure_registered
 from pagmfr.study.cells import SearchPlan, cell_dir
@@ -36,61 +41,120 @@ class TrialContext:
     cells_path: str
     checkpoint_every: int = 1
     keep_checkpoint: bool = False
-    #: HPO only: turns a trial's sampled overrides into a cell.
+    #: HPO only: turns a trial's sampled overrides into its cells.
     plan: SearchPlan | None = None
     #: Methods registered outside pagmfr (in the study script): workers register them too.
     methods: list[MethodSpec] = field(default_factory=list)
 
 
-class TuneReporter:
-    """fit's per-epoch callback in a study: ``tune.report`` with, every ``every`` epochs and at
-    the last, a checkpoint of the cell's ``last`` and ``best`` files."""
+@dataclass
+class CellRun:
+    """One cell of a trial: its category, its training run and its working folder."""
 
-    def __init__(self, config: Config, out_dir: Path, every: int):
-        self.config, self.out_dir, self.every = config, out_dir, every
+    key: str
+    category: str
+    config: Config
+    out_dir: Path
+    run: TrainingRun | None = None
 
-    def __call__(self, report: EpochReport) -> None:
-        metrics = dict(report.metrics)
-        if report.resumed_from:  # shows in MLflow that an interrupted trial did not start over
-            metrics["resumed_from_epoch"] = report.resumed_from
-        result = {"epoch": report.epoch, METRICS: metrics}
-        if (report.epoch + 1) % self.every and not report.is_last:
+
+def combine(per_cell: dict[str, dict[str, float]]) -> dict[str, float]:
+    """One cell's metrics as they are; several cells' as the mean of every metric they all
+    have, plus each category's validation metrics (``val_au_pro/carpet``)."""
+    if len(per_cell) == 1:
+        return dict(next(iter(per_cell.values())))
+    shared = set.intersection(*(set(m) for m in per_cell.values()))
+    combined = {k: float(np.mean([m[k] for m in per_cell.values()])) for k in sorted(shared)}
+    for category, metrics in per_cell.items():
+        combined.update({f"{k}/{category}": v for k, v in metrics.items() if k.startswith("val_")})
+    return combined
+
+
+def _checkpoint(cells: list[CellRun], folder: Path) -> tune.Checkpoint:
+    """Every cell's ``last`` and ``best`` files, one sub-folder per cell key."""
+    for cell in cells:
+        for which in ("last", "best"):
+            source = checkpoint_path(cell.out_dir, cell.config, which)
+            if source.is_file():
+                (folder / cell.key).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, folder / cell.key / source.name)
+    return tune.Checkpoint.from_directory(folder)
+
+
+def _start(cells: list[CellRun]) -> None:
+    """Start every cell's run: from Tune's checkpoint when the trial was restored (a lost
+    node), else from the cell folder's own (a restarted driver), else from scratch."""
+    restored = tune.get_checkpoint()
+    with tempfile.TemporaryDirectory() as folder:
+        if restored is not None:
+            restored.to_directory(folder)
+        for cell in cells:
+            saved = Path(folder) / cell.key
+            cell.run = start_fit(
+                cell.config, cell.out_dir, resume=saved if saved.is_dir() else True
+            )
+
+
+def _epoch_metrics(run: TrainingRun, epoch: int) -> dict[str, float]:
+    """A cell's metrics of ``epoch``: measured now, or from its history when the cell had
+    already passed that epoch (restored further than its sibling cells)."""
+    if epoch >= run.start_epoch:
+        return run.step(epoch).metrics
+    return {k: v for k, v in run.history[epoch].items() if k != "epoch"}
+
+
+def _train(cells: list[CellRun], every: int) -> None:
+    """Every cell's epochs in lockstep, with one Tune report (and every ``every`` epochs and
+    at the last, one checkpoint) per epoch."""
+    _start(cells)
+    runs = [cell.run for cell in cells]
+    resumed_from = max(run.start_epoch for run in runs)
+    epochs = max(run.epochs for run in runs)
+    for epoch in range(min(run.start_epoch for run in runs), epochs):
+        per_cell = {
+            cell.category: _epoch_metrics(cell.run, epoch)
+            for cell in cells
+            if epoch < cell.run.epochs
+        }
+        metrics = combine(per_cell)
+        if resumed_from:  # shows in MLflow that an interrupted trial did not start over
+            metrics["resumed_from_epoch"] = resumed_from
+        result = {"epoch": epoch, METRICS: metrics}
+        if (epoch + 1) % every and epoch + 1 != epochs:
             tune.report(result)
-            return
+            continue
         with tempfile.TemporaryDirectory() as folder:
-            for which in ("last", "best"):
-                source = checkpoint_path(self.out_dir, self.config, which)
-                if source.is_file():
-                    shutil.copy2(source, Path(folder) / source.name)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(result, checkpoint=_checkpoint(cells, Path(folder)))
 
 
-def _final_artifacts(out_dir: Path, folder: Path, keep_checkpoint: bool, config: Config) -> None:
-    shutil.copy2(out_dir / "metrics.json", folder / "metrics.json")
-    for defect_dir in sorted((out_dir / "heatmaps").glob("*")):
+def _final_artifacts(cell: CellRun, folder: Path, keep_checkpoint: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(cell.out_dir / "metrics.json", folder / "metrics.json")
+    for defect_dir in sorted((cell.out_dir / "heatmaps").glob("*")):
         for image in sorted(defect_dir.glob("*.png"))[:HEATMAPS_PER_DEFECT]:
             (folder / "heatmaps" / defect_dir.name).mkdir(parents=True, exist_ok=True)
             shutil.copy2(image, folder / "heatmaps" / defect_dir.name / image.name)
     if keep_checkpoint:
-        best = checkpoint_path(out_dir, config, "best")
+        best = checkpoint_path(cell.out_dir, cell.config, "best")
         shutil.copy2(best, folder / best.name)
 
 
-def _fit(config: Config, out_dir: Path, reporter: TuneReporter):
-    """fit, resuming from Tune's checkpoint when the trial was restored (a lost node), else
-    from the cell folder's own (a restarted driver), else from scratch."""
-    restored = tune.get_checkpoint()
-    if restored is None:
-        return fit(config, out_dir, callbacks=(reporter,))
-    with tempfile.TemporaryDirectory() as folder:
-        restored.to_directory(folder)
-        return fit(config, out_dir, callbacks=(reporter,), resume=folder)
+def _test(cell: CellRun) -> dict[str, float]:
+    """The selected checkpoint on the test split: test metrics, and the selected epoch's
+    validation metrics (schedulers and searchers expect the objective in every result, and the
+    record keeps what the selection was based on)."""
+    metrics = evaluate(cell.run.path("best"), out_dir=cell.out_dir, device=cell.config.train.device)
+    final = {**metrics["selection_metrics"], **{key: metrics[key] for key in TEST_METRICS}}
+    final.update({k: v for k, v in metrics.items() if k.startswith("gap_")})
+    final["inference_seconds"] = metrics["inference_seconds"]
+    return final
 
 
 def run_cell(params: dict[str, Any], context: TrialContext) -> None:
-    """Train and test one cell. ``params["cell"]`` is an ablation cell's spec; an HPO trial's
-    params are dotted overrides that ``context.plan`` turns into a spec. An error leaves the
-    cell in a form Ray can ship to the driver, so MLflow records its real cause."""
+    """Train and test one cell (or an HPO trial's cells). ``params["cell"]`` is an ablation
+    cell's spec; an HPO trial's params are dotted overrides that ``context.plan`` turns into a
+    spec with one cell per category. An error leaves the trial in a form Ray can ship to the
+    driver, so MLflow records its real cause."""
     with travelling_errors():
         _run_cell(params, context)
 
@@ -98,19 +162,24 @@ def run_cell(params: dict[str, Any], context: TrialContext) -> None:
 def _run_cell(params: dict[str, Any], context: TrialContext) -> None:
     ensure_registered(context.methods)
     spec = params["cell"] if "cell" in params else context.plan.spec_for(params)
-    config = Config.from_flat(spec["config"])
-    out_dir = cell_dir(context.cells_path, context.study, spec["key"])
-    reporter = TuneReporter(config, out_dir, context.checkpoint_every)
-    result = _fit(config, out_dir, reporter)
-    metrics = evaluate(result.best_checkpoint, out_dir=out_dir, device=config.train.device)
-    # The selected epoch's validation metrics ride along: schedulers and searchers expect the
-    # objective in every result, and the record keeps what the selection was based on.
-    final = {**metrics["selection_metrics"], **{key: metrics[key] for key in TEST_METRICS}}
-    final.update({k: v for k, v in metrics.items() if k.startswith("gap_")})
-    final["inference_seconds"] = metrics["inference_seconds"]
+    cells = [
+        CellRun(
+            one["key"],
+            one["category"],
+            Config.from_flat(one["config"]),
+            cell_dir(context.cells_path, context.study, one["key"]),
+        )
+        for one in spec.get("cells", [spec])
+    ]
+    _train(cells, context.checkpoint_every)
+    final = combine({cell.category: _test(cell) for cell in cells})
+    last_epoch = max(cell.run.history[-1]["epoch"] for cell in cells)
     with tempfile.TemporaryDirectory() as folder:
-        _final_artifacts(out_dir, Path(folder), context.keep_checkpoint, config)
+        for cell in cells:
+            # One cell's artifacts at the top; several cells' in a folder per category.
+            target = Path(folder) / (cell.category if len(cells) > 1 else "")
+            _final_artifacts(cell, target, context.keep_checkpoint)
         tune.report(
-            {"epoch": result.history[-1]["epoch"], "final": True, METRICS: final},
+            {"epoch": last_epoch, "final": True, METRICS: final},
             checkpoint=tune.Checkpoint.from_directory(folder),
         )

@@ -1,0 +1,186 @@
+"""Study records without Ray: cell keys and code, identical variants, resumed epochs, the
+MLflow view, and files in the study's storage."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pagmfr.categories import category_kind
+from pagmfr.config import Config
+from pagmfr.provenance import code_fingerprint
+from pagmfr.study import storage
+from pagmfr.study.cells import (
+    ablation_cells,
+    cell_key,
+    config_key,
+    describe_overrides,
+    method_code_fingerprint,
+)
+from pagmfr.study.cli import hpo_main
+from pagmfr.study.presets import SMOKE_TRAINING, Preset
+from pagmfr.study.runner import load_best_config
+from pagmfr.study.tracking import CELL_VIEW, StudyTracker
+
+METHOD_SOURCE = """
+from pagmfr.models import AnomalyMethod, register_model
+
+
+class Probe(AnomalyMethod):
+    trains = False
+
+    def predict(self, images):
+        raise NotImplementedError
+
+
+register_model("records_probe", Probe, replace=True)
+"""
+
+
+def test_the_cell_key_pins_config_data_and_code():
+    config = Config().with_overrides({"fusion.mode": "none"})
+    assert cell_key(config, "data", "code-a") != cell_key(config, "data", "code-b")
+    assert config_key(config, "data") == config_key(config, "data")
+    assert config_key(config, "data") != config_key(config, "other data")
+    # Where the data lives, loader workers and the device change no result.
+    moved = config.with_overrides({"data.root": "/elsewhere", "data.num_workers": 8})
+    assert cell_key(moved, "data", "code-a") == cell_key(config, "data", "code-a")
+    assert method_code_fingerprint("pagmfr") == code_fingerprint()
+
+
+def test_a_user_method_is_keyed_by_its_own_source(tmp_path):
+    """A method registered outside pagmfr lives in the user's file: editing it must retrain
+    its cells, though pagmfr's own fingerprint does not change."""
+    source = tmp_path / "records_probe_method.py"
+    source.write_text(METHOD_SOURCE)
+    spec = importlib.util.spec_from_file_location("records_probe_method", source)
+    module = sys.modules["records_probe_method"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    method_code_fingerprint.cache_clear()
+    before = method_code_fingerprint("records_probe")
+    source.write_text(METHOD_SOURCE + "\n# a fix in the user's method\n")
+    method_code_fingerprint.cache_clear()
+    after = method_code_fingerprint("records_probe")
+    assert before != after and code_fingerprint() not in (before, after)
+
+
+def test_variants_that_give_the_same_config_are_refused_saying_why():
+    base = Config().with_overrides({"fusion.mode": "none"})
+    variants = {
+        "full model": {},
+        "w/o MFFM": {"fusion.mode": "none"},
+        "add": {"fusion.mode": "add"},
+    }
+    with pytest.raises(ValueError) as caught:
+        ablation_cells(base, variants, ["brick"], [0])
+    assert str(caught.value) == (
+        "variants 'full model' (no overrides) and 'w/o MFFM' (fusion.mode=none) give the same "
+        "config, so their cells would be identical: the base config already sets "
+        "fusion.mode=none (from --base-config or --set?). Change the base config or drop one "
+        "of these variants."
+    )
+    assert describe_overrides({"fusion.mode": "none", "loss.focal": 5.0}) == (
+        "fusion.mode=none, loss.focal=5.0"
+    )
+
+
+def _spec(key="cell-1"):
+    return {
+        "key": key,
+        "config_key": "config-1",
+        "code": "code",
+        "variant": "full model",
+        "overrides": "(base config)",
+        "category": "brick",
+        "kind": "texture",
+        "seed": 0,
+        "method": "pagmfr",
+        "fingerprint": "f",
+        "config": {"method": "pagmfr"},
+    }
+
+
+def test_epochs_reported_again_after_a_resume_are_logged_once(tmp_path):
+    """A trial restored from its checkpoint re-reports the epochs since then, in the same
+    driver or in a restarted one: each step is recorded once, with its first value."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = StudyTracker(uri, "resumed")
+    run_id = tracker.open_cell(_spec())
+    for epoch in range(3):
+        tracker.log_metrics(run_id, {"loss": 1.0 - epoch / 10}, step=epoch)
+    tracker.log_metrics(run_id, {"loss": 9.0}, step=2)  # restored in the same driver
+    restarted = StudyTracker(uri, "resumed")  # a new driver process reopens the cell
+    assert restarted.open_cell(_spec()) == run_id
+    for epoch in (1, 2, 3):
+        restarted.log_metrics(run_id, {"loss": 5.0, "resumed_from_epoch": 1.0}, step=epoch)
+    history = MlflowClient(uri).get_metric_history(run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.9), (2, 0.8), (3, 5.0)]
+    resumed = MlflowClient(uri).get_metric_history(run_id, "resumed_from_epoch")
+    assert [m.step for m in resumed] == [1, 2, 3]
+
+
+def test_the_experiment_opens_on_the_cells_with_their_metric_columns(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = StudyTracker(uri, "viewed", view_metrics=["au_pro", "image_auroc"])
+    tags = MlflowClient(uri).get_experiment(tracker.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(tags[f"mlflow.sharedViewState.{CELL_VIEW}"])
+    assert view["searchFilter"] == "tags.role = 'cell'"
+    assert view["selectedColumns"][-2:] == ["metrics.`au_pro`", "metrics.`image_auroc`"]
+    assert "tags.`overrides`" in view["selectedColumns"]
+    assert tracker.ui_link() == (
+        f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs"
+        "?workflowType=machine_learning&viewStateShareKey=pagmfr-cells"
+    )
+    run = MlflowClient(uri).get_run(tracker.open_cell(_spec()))
+    assert run.info.run_name == "full model / brick / seed 0"
+    assert run.data.tags["overrides"] == "(base config)" and run.data.tags["config_key"]
+    assert "mlflow.parentRunId" not in run.data.tags  # top level: nothing to expand in the UI
+
+
+def test_a_best_config_goes_through_the_storage_filesystem(tmp_path):
+    location = (tmp_path / "bucket" / "hpo" / "best_config.json").as_uri()
+    storage.write_text(location, json.dumps({"overrides": {"loss.focal": 2.0}}))
+    assert not (tmp_path / "file:").exists()
+    assert load_best_config(location) == {"loss.focal": 2.0}
+    assert storage.join("s3://bucket/runs/", "hpo", "best_config.json") == (
+        "s3://bucket/runs/hpo/best_config.json"
+    )
+    with pytest.raises(FileNotFoundError, match="best-config file not found: file://"):
+        load_best_config(location.replace("hpo", "nothing"))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{truncated")
+    with pytest.raises(ValueError, match=f"{broken}: not a best_config.json written by"):
+        load_best_config(broken)
+
+
+def test_hpo_options_are_checked_before_any_work(capsys):
+    presets = {"smoke": Preset(data="synthetic", categories=["brick"], seeds=[0], trials=1)}
+    presets["smoke"] = Preset(**{**presets["smoke"].__dict__, "overrides": SMOKE_TRAINING})
+    assert hpo_main(lambda trial: None, presets, "", ["--grace-period", "9"]) == 2
+    output = capsys.readouterr()
+    assert "pagmfr: error: --grace-period 9: must be between 1 and train.epochs (2)" in output.err
+    assert "the HPO objective is val_au_pro on one category (brick)" in output.err
+    assert hpo_main(lambda trial: None, presets, "", ["--reduction-factor", "1"]) == 2
+    assert "--reduction-factor 1: must be at least 2" in capsys.readouterr().err
+
+
+def test_the_paper_hpo_preset_tunes_on_two_textures_and_two_objects(capsys):
+    """The paper preset's objective covers several categories: the data check, run before
+    anything is scheduled, is asked for all four (absent from the embedded data)."""
+    script = Path(__file__).parents[1] / "studies" / "hpo.py"
+    spec = importlib.util.spec_from_file_location("hpo_study", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    paper = study.PRESETS["paper"]
+    kinds = [category_kind(c) for c in paper.categories]
+    assert sorted(kinds) == ["object", "object", "texture", "texture"]
+    argv = ["--preset", "paper", "--data", "synthetic"]
+    assert hpo_main(study.space, study.PRESETS, "", argv) == 2
+    errors = capsys.readouterr().err
+    assert "one category" not in errors  # no single-category warning
+    for category in paper.categories:
+        assert f"category '{category}' not found" in errors
