@@ -21,9 +21,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/pagmfr demo --out runs/demo
-	$(BIN)/python studies/ablation.py --preset smoke --name demo-smoke \
+	$(BIN)/python studies/ablation.py --preset demo --name demo \
 		--storage-path runs/demo/study --tracking-uri sqlite:///runs/demo/mlflow.db
-	$(BIN)/pagmfr report --study demo-smoke --tracking-uri sqlite:///runs/demo/mlflow.db --out runs/demo/report
+	$(BIN)/pagmfr report --study demo --tracking-uri sqlite:///runs/demo/mlflow.db --out runs/demo/report
+	cat runs/demo/report/*.md
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

@@ -30,6 +30,7 @@ def _batch(seed=0, batch=2):
 
 
 def _check_step(model, config):
+    model.prepare([_batch(seed=5)["image"]])  # the patch memory, from other "training" images
     model.train()
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     loss, parts = model.training_loss(_batch())
@@ -86,25 +87,41 @@ def test_every_backbone_trains(backbone):
     _check_step(model, config)
 
 
-def test_without_pseudo_anomalies_the_map_is_the_mean_of_normalised_branch_maps():
-    config = _config(**{"generator.strategy": "none", "anomaly.smoothing_sigma": 0})
+@pytest.mark.parametrize("map_norm", ["global", "pixel"])
+def test_without_pseudo_anomalies_the_map_is_the_mean_of_normalised_branch_maps(map_norm):
+    config = _config(
+        **{
+            "generator.strategy": "none",
+            "anomaly.smoothing_sigma": 0,
+            "anomaly.map_norm": map_norm,
+            "anomaly.map_stats": "all",  # every sample of _batch() carries a mask
+        }
+    )
     model = build_model(config)
     parts = _check_step(model, config)
     assert "focal" not in parts
     assert model.fusion is None and model.calculator.head is None
     calculator = model.calculator
-    assert calculator.map_std.ne(1).all()  # statistics were learned from training images
     images = _batch()["pseudo"]
     with torch.no_grad():
         output = model(images)
         maps = calculator.branch_maps(
-            images, output.reconstruction, output.features, output.reconstructed
+            images,
+            output.reconstruction,
+            output.features,
+            output.reconstructed,
+            model.knn_map(output.features, None),
         )
-        expected = (
-            (maps - calculator.map_mean.view(1, -1, 1, 1)) / calculator.map_std.view(1, -1, 1, 1)
-        ).mean(1, keepdim=True)
+        if map_norm == "global":
+            assert calculator.map_std.ne(1).all()  # statistics were learned from training images
+            mean, std = calculator.map_mean.view(1, -1, 1, 1), calculator.map_std.view(1, -1, 1, 1)
+            normalised = (maps - mean) / std
+        else:
+            normalised = calculator.pixel.normalise(maps)
+    assert maps.shape[1] == 6  # 3 feature scales, CIELAB, SSIM, and the patch memory's map
+    expected = normalised.mean(1, keepdim=True)
     torch.testing.assert_close(output.logits, expected)
-    torch.testing.assert_close(output.anomaly_map, torch.sigmoid(expected))
+    torch.testing.assert_close(output.anomaly_map, expected)  # the map is the logits
 
 
 @pytest.mark.parametrize(
@@ -123,7 +140,6 @@ def test_without_pseudo_anomalies_the_map_is_the_mean_of_normalised_branch_maps(
 def test_every_quality_switch_trains_and_predicts(switches):
     config = _config(**switches)
     model = build_model(config)
-    model.prepare([_batch(seed=5)["image"]])
     parts = _check_step(model, config)
     assert "focal" in parts
     if config.anomaly.head_form == "linear":
@@ -158,6 +174,7 @@ def test_top_k_scores():
     model = build_model(
         _config(**{"anomaly.score": "topk", "anomaly.topk": 10, "anomaly.smoothing_sigma": 0})
     ).eval()
+    model.prepare([_batch(seed=5)["image"]])
     with torch.no_grad():
         anomaly_map, score = model.predict(_batch()["pseudo"])
     expected = anomaly_map.flatten(1).topk(10, dim=1).values.mean(1)

@@ -70,7 +70,7 @@ def test_every_switch_trains_and_the_teacher_stays_frozen(student, prompts, reco
 
 
 def test_the_student_differs_from_the_teacher_by_design():
-    model = build_model(_config())
+    model = build_model(_config(**{"rgpkd.student": "unet"}))
     assert sum(p.numel() for p in model.student.parameters()) != sum(
         p.numel() for p in model.teacher.parameters()
     )

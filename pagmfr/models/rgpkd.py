@@ -1,16 +1,19 @@
 """RGPKD: reconstruction-guided, prompt-based knowledge distillation.
 
-A frozen teacher ResNet gives multi-scale features of a normal image; a structurally different
-student (a U-Net whose ResNet-18-style encoder sees the image: the "asymmetric" design) learns
-to reproduce them scale by scale, guided by a reconstruction of the input from its last decoder
-stage. A prompt bank of teacher features of training images is built once; for each input the
-most similar entries (cosine similarity of pooled deep features) are retrieved and fused into
-the decoder. At test time the student fails to reproduce the teacher where the image is
-anomalous: the anomaly map is the summed per-scale cosine distance.
+A frozen teacher ResNet gives multi-scale features of a normal image; a student learns to
+reproduce them scale by scale, guided by a reconstruction of the input from its last decoder
+stage. The default student is reverse distillation's decoder over the teacher's deepest
+features (symmetric); the U-Net student whose own encoder sees the image (unet, the
+"asymmetric" design) scores below chance on textures with random weights: through its skips
+it maps flat defect regions more easily than the normal texture (README, "RGPKD"). A prompt
+bank of teacher features of training images is built once; for each input the most similar
+entries (cosine similarity of pooled deep features) are retrieved and fused into the decoder.
+At test time the student fails to reproduce the teacher where the image is anomalous: the
+anomaly map is the summed per-scale cosine distance.
 
 Switches for the ablation: ``rgpkd.prompts`` (no bank: the student trains and tests without
-prompts), ``rgpkd.reconstruction``, ``rgpkd.student`` (unet | symmetric, a decoder mirroring
-the teacher as in reverse distillation), the loss weights and the backbone.
+prompts), ``rgpkd.reconstruction``, ``rgpkd.student`` (symmetric | unet), the loss weights
+and the backbone.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ class RGPKDSettings:
 
     prompts: bool = True
     reconstruction: bool = True
-    student: Literal["unet", "symmetric"] = "unet"
+    #: symmetric: reverse distillation's decoder over the teacher's deepest features (default,
+    #: chosen by measurement); unet: a U-Net student with its own encoder over the image.
+    student: Literal["unet", "symmetric"] = "symmetric"
     #: Prompt bank: at most this many training images, in at most this much memory (float16).
     bank_size: int = 256
     bank_max_mb: float = 512.0

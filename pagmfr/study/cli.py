@@ -12,12 +12,19 @@ from typing import Any
 
 from pagmfr.config import Config, parse_set_arguments
 from pagmfr.errors import report_error
-from pagmfr.study.presets import PAPER_TRAINING, SMOKE_TRAINING, GpusPerTrial, Preset
+from pagmfr.study.presets import (
+    DEMO_TRAINING,
+    PAPER_TRAINING,
+    SMOKE_TRAINING,
+    GpusPerTrial,
+    Preset,
+)
 
 ALL = "all"
 
 __all__ = [
     "ALL",
+    "DEMO_TRAINING",
     "PAPER_TRAINING",
     "SMOKE_TRAINING",
     "GpusPerTrial",
