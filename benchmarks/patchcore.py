@@ -73,15 +73,22 @@ def run_category(root: Path, category: str, args: argparse.Namespace) -> dict[st
     return {**metrics, "fit_s": fit_s, "coreset_s": coreset_s, "bank": model.bank_size}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options both PatchCore benchmarks take: image size, coreset ratio, batch, seed,
+    categories."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--layers", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--ratio", type=float, default=0.1)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--categories", nargs="+", default=list(SYNTHETIC_CATEGORIES))
+    return parser
+
+
+def main() -> None:
+    parser = arguments(__doc__)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--layers", type=int, nargs="+", default=[2, 3])
     args = parser.parse_args()
     one_core()
     torch.set_num_threads(1)

@@ -9,7 +9,6 @@ path: ``PYTHONPATH=. python benchmarks/patchcore_anomalib.py [--size 128]``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -24,10 +23,10 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import one_core  # noqa: E402
-from patchcore import fit_timed, split_tensors  # noqa: E402
+from patchcore import arguments, fit_timed, split_tensors  # noqa: E402
 
 from pagmfr import metrics as M  # noqa: E402
-from pagmfr.data import SYNTHETIC_CATEGORIES, make_synthetic_dataset  # noqa: E402
+from pagmfr.data import make_synthetic_dataset  # noqa: E402
 from pagmfr.models.backbone import ResNetFeatures  # noqa: E402
 from pagmfr.models.patchcore import PatchCore, PatchCoreSettings  # noqa: E402
 
@@ -77,13 +76,7 @@ def anomalib_patchcore(backbone, train, test, args):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--ratio", type=float, default=0.1)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--categories", nargs="+", default=list(SYNTHETIC_CATEGORIES))
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     one_core()
     torch.set_num_threads(1)
     print(
