@@ -9,9 +9,13 @@ mean over categories as mean +- std over seeds, with each method's difference to
   python benchmarks/quality.py                          # every method, 4 categories, 3 seeds
   python benchmarks/quality.py --methods patchcore pagmfr --seeds 0 --jobs 2
   python benchmarks/quality.py --methods pagmfr --set anomaly.knn=false --tag no-knn
+  python benchmarks/quality.py --methods pagmfr --categories brick coffee --seeds 0 --curve
 
-Cells are kept in ``--out/<tag>/<method>/<category>_s<seed>.json``: an interrupted run resumes.
-It is a benchmark, not a test: about 3-4 CPU-minutes per trained cell.
+``--curve`` also measures the test split after every epoch and prints the learning curve (the
+mean over categories per epoch): for reading how quality grows with the budget only; the
+selected epoch is still chosen on validation. Cells are kept in
+``--out/<tag>/<method>/<category>_s<seed>.json``: an interrupted run resumes. It is a
+benchmark, not a test: about 3-4 CPU-minutes per trained cell.
 """
 
 from __future__ import annotations
@@ -41,9 +45,30 @@ BASE = {
 }
 
 
-def run_cell(job: tuple[str, str, int, dict[str, str], str]) -> dict:
+def test_each_epoch(config, curve: list[dict]):
+    """A per-epoch callback appending the test metrics of the epoch's model to ``curve``."""
+    import torch
+
+    from pagmfr.data.dataset import MVTecAD
+    from pagmfr.data.pipeline import resolve_data_root
+    from pagmfr.engine import anomaly_metrics, infer
+
+    data = config.data
+    test = MVTecAD(resolve_data_root(data.root), data.category, "test", data.image_size)
+    images = torch.stack([test[i]["image"] for i in range(len(test))])
+    masks = np.stack([test.load_arrays(i)[1] for i in range(len(test))])
+
+    def callback(report) -> None:
+        maps, scores = infer(report.model, images.split(16), torch.device("cpu"), False)
+        curve.append({"epoch": report.epoch, **anomaly_metrics(maps, masks, scores, test.labels)})
+        report.model.train()
+
+    return callback
+
+
+def run_cell(job: tuple[str, str, int, dict[str, str], str, bool]) -> dict:
     """Train (or fit) one method on one category and seed; its test metrics and CPU time."""
-    method, category, seed, overrides, out = job
+    method, category, seed, overrides, out, with_curve = job
     path = Path(out) / method / f"{category}_s{seed}.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -59,9 +84,11 @@ def run_cell(job: tuple[str, str, int, dict[str, str], str]) -> dict:
         values["train.epochs"] = BUDGET[method]
     values.update(overrides)
     config = Config().with_overrides(values)
+    curve: list[dict] = []
+    callbacks = (test_each_epoch(config, curve),) if with_curve else ()
     started = time.process_time()
     with tempfile.TemporaryDirectory() as folder:
-        metrics = train(config, folder, callbacks=())
+        metrics = train(config, folder, callbacks=callbacks)
     result = {
         "method": method,
         "category": category,
@@ -70,6 +97,7 @@ def run_cell(job: tuple[str, str, int, dict[str, str], str]) -> dict:
         "test": {k: float(metrics[k]) for k in METRICS},
         "best_epoch": metrics.get("best_epoch"),
         "cpu_seconds": time.process_time() - started,
+        "curve": curve,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
@@ -105,6 +133,19 @@ def table(results: list[dict], methods: list[str], categories: list[str]) -> str
             k: [np.mean([by[method, c, s][k] for c in categories]) for s in seeds] for k in METRICS
         }
         lines.append(row(method, "**mean**", means[method], f"{cpu[method]:.0f}"))
+    if any(r.get("curve") for r in results):
+        lines += [
+            "",
+            "learning curve (test, mean over categories and seeds; not used for selection):",
+        ]
+        for method in methods:
+            curves = [r["curve"] for r in results if r["method"] == method and r.get("curve")]
+            for epoch in range(min(len(c) for c in curves) if curves else 0):
+                values = {k: np.mean([c[epoch][k] for c in curves]) for k in METRICS[:3]}
+                lines.append(
+                    f"  {method} epoch {curves[0][epoch]['epoch'] + 1}: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in values.items())
+                )
     if "patchcore" in means:
         lines.append("")
         lines.append("mean over categories minus PatchCore's (per seed, then mean):")
@@ -130,12 +171,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="cells trained at once, 1 core each")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--tag", default="defaults", help="names this run's folder of cells")
+    parser.add_argument("--curve", action="store_true", help="test after every epoch too")
     parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "pagmfr-quality"))
     args = parser.parse_args()
     overrides = dict(pair.split("=", 1) for pair in args.set)
     out = Path(args.out) / args.tag
     jobs = [
-        (m, c, s, {} if m == "patchcore" else overrides, str(out))
+        (m, c, s, {} if m == "patchcore" else overrides, str(out), args.curve)
         for s in args.seeds
         for m in args.methods
         for c in args.categories
