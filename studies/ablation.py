@@ -54,7 +54,7 @@ VARIANTS = {
 
 PRESETS = {
     # `make demo`: the baseline, the full model and one ablation on a texture and an object,
-    # at 128 px with random backbone weights, in about 5 minutes on 2 CPUs.
+    # at 96 px with random backbone weights, in about 5 minutes on 2 CPUs.
     "demo": Preset(
         data="synthetic",
         categories=["brick", "coffee"],
