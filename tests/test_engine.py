@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -34,15 +35,23 @@ def _weights(path):
 
 @pytest.mark.slow
 def test_short_training_lowers_the_loss_and_beats_the_untrained_model(tmp_path):
-    config = _config(**{"data.category": "brick", "train.epochs": 30, "loss.focal": 20.0})
+    # Without the patch memory, whose evidence makes even an untrained model a fair detector:
+    # what is tested here is that the loop learns.
+    config = _config(
+        **{"data.category": "brick", "train.epochs": 30, "loss.focal": 20.0, "anomaly.knn": False}
+    )
     seed_everything(config.train.seed)
-    untrained = _validation_metrics(build_model(config), prepare_training(config))
+    setup = prepare_training(config)
+    model = build_model(config)
+    model.prepare(setup.clean_batches(8))  # what a fit does before its first epoch
+    untrained = _validation_metrics(model, setup)
     result = fit(config, tmp_path, callbacks=())
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.5 * losses[0]
     trained = result.best_metrics
     assert trained["val_au_pro"] > untrained["au_pro"] + 0.05
-    assert trained["val_pixel_auroc"] > untrained["pixel_auroc"] + 0.2
+    # the residual head starts as the mean of the z-scored maps (0.80 here), not at chance
+    assert trained["val_pixel_auroc"] > untrained["pixel_auroc"] + 0.05
     # The best checkpoint holds what was selected, and selection used validation, not test.
     best = load_checkpoint(result.best_checkpoint)
     assert best["selection"] == "validation" and best["epoch"] == result.best_epoch
@@ -178,7 +187,7 @@ def test_cli_train_evaluate_predict_end_to_end(tmp_path, capsys):
         == 0
     )
     scores = json.loads((tmp_path / "pred" / "scores.json").read_text())
-    assert len(scores) == 2 and all(0.0 <= s["score"] <= 1.0 for s in scores)  # PAGMFR: sigmoid
+    assert len(scores) == 2 and all(math.isfinite(s["score"]) for s in scores)  # logits
     assert (tmp_path / "pred" / "maps.npz").is_file()
 
 

@@ -87,9 +87,10 @@ def test_the_paper_dry_run_lists_cells_and_gpu_shares_per_method(dry_run):
         "--dry-run",
     )  # fmt: skip
     assert code == 0, output
-    assert "15 cells: 15 variants x 1 categories x 1 seeds" in output
+    assert "17 cells: 17 variants x 1 categories x 1 seeds" in output
     assert "RGPKD w/o prompts / brick / seed 0  [rgpkd, key " in output
-    assert "pagmfr: 1 CPU, 0.25 GPU, rgpkd: 1 CPU, 0.5 GPU" in output
+    assert "PatchCore / brick / seed 0  [patchcore, key " in output  # the baseline column
+    assert "pagmfr: 1 CPU, 0.25 GPU, patchcore: 1 CPU, 0.25 GPU, rgpkd: 1 CPU, 0.5 GPU" in output
     assert "add --calibrate" in output  # no guessed GPU-hours
 
 
