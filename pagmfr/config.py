@@ -360,7 +360,8 @@ class Config:
         ):
             raise ValueError(
                 f"anomaly.knn_layers must be among backbone.layers ({self.backbone.layers}) when "
-                f"anomaly.knn is on; got {anomaly.knn_layers}"
+                f"anomaly.knn is on; got {anomaly.knn_layers} (set anomaly.knn_layers to some of "
+                "the backbone's stages, or anomaly.knn=false)"
             )
         if self.anomaly.head == "learned" and not self.trains_on_pseudo_anomalies:
             raise ValueError(

@@ -101,10 +101,13 @@ class PatchMemory(nn.Module):
         queries = patches.float().permute(0, 2, 3, 1).reshape(b, h * w, c)
         bank_sq = self.bank.pow(2).sum(1)
         out = []
-        for i in range(b):  # one image at a time: (hw, M) distances fit in memory at any size
-            q = queries[i]
-            d2 = q.pow(2).sum(1, keepdim=True) + bank_sq - 2 * q @ self.bank.T
-            if exclude is not None and int(exclude[i]) >= 0:
-                d2 = d2.masked_fill(self.owner == exclude[i], math.inf)
-            out.append(d2.amin(dim=1).clamp_min(0).sqrt())
+        # float32 even under mixed precision: |q|^2 + |m|^2 - 2 q.m cancels, and bfloat16's
+        # rounding would swamp the small distances that matter
+        with torch.autocast(patches.device.type, enabled=False):
+            for i in range(b):  # one image at a time: (hw, M) distances fit in memory
+                q = queries[i]
+                d2 = q.pow(2).sum(1, keepdim=True) + bank_sq - 2 * q @ self.bank.T
+                if exclude is not None and int(exclude[i]) >= 0:
+                    d2 = d2.masked_fill(self.owner == exclude[i], math.inf)
+                out.append(d2.amin(dim=1).clamp_min(0).sqrt())
         return torch.stack(out).view(b, 1, h, w)
