@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python studies/ablation.py --preset demo --name demo \
 		--storage-path runs/demo/study --tracking-uri sqlite:///runs/demo/mlflow.db
 	$(BIN)/pagmfr report --study demo --tracking-uri sqlite:///runs/demo/mlflow.db --out runs/demo/report
-	cat runs/demo/report/*.md
+	cat runs/demo/report/components.md
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
