@@ -192,7 +192,7 @@ class TrainingRun:
     def _check_finite(loss: torch.Tensor, parts: dict, epoch: int, step: int) -> None:
         if torch.isfinite(loss):
             return
-        shown = ", ".join(f"{k} {float(v):.4g}" for k, v in parts.items())
+        shown = ", ".join(f"{k} {float(torch.as_tensor(v).detach()):.4g}" for k, v in parts.items())
         raise NonFiniteLossError(
             f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} ({shown}); "
             "lower train.lr, check the loss weights, or check the data"
