@@ -166,6 +166,9 @@ def test_hpo_options_are_checked_before_any_work(capsys):
     assert "the HPO objective is val_au_pro on one category (brick)" in output.err
     assert hpo_main(lambda trial: None, presets, "", ["--reduction-factor", "1"]) == 2
     assert "--reduction-factor 1: must be at least 2" in capsys.readouterr().err
+    for option in ("--grace-period", "--reduction-factor"):  # 0 is refused, not the preset's
+        assert hpo_main(lambda trial: None, presets, "", [option, "0"]) == 2
+        assert f"{option} 0: must be" in capsys.readouterr().err
 
 
 def test_the_paper_hpo_preset_tunes_on_two_textures_and_two_objects(capsys):

@@ -255,8 +255,10 @@ def hpo_main(
             _options(args, f"hpo-{args.preset}", preset),
             seed=seed,
             metric=args.metric,
-            grace_period=args.grace_period or preset.grace_period,
-            reduction_factor=args.reduction_factor or preset.reduction_factor,
+            grace_period=(preset.grace_period if args.grace_period is None else args.grace_period),
+            reduction_factor=(
+                preset.reduction_factor if args.reduction_factor is None else args.reduction_factor
+            ),
             out=args.out,
         )
         overrides = load_best_config(path)
