@@ -33,6 +33,7 @@ TREE_DIMS = 8  # of those, the ones the k-d tree splits on
 LEAF_SIZE = 32
 _PADDING = -1.0  # nearest-centre distance of padding slots: never the maximum
 _TINY = 1e-15  # below this, float32 squares may be subnormal: such bounds prove nothing
+_FLOAT32_BYTES = 4
 
 
 def random_projection(features: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
@@ -70,6 +71,32 @@ def greedy_coreset(
     if features.device.type != "cpu":
         return _plain_greedy(features, count, start).cpu()
     return torch.from_numpy(_pruned_greedy(features, count, start))
+
+
+def bounded_coreset(
+    features: torch.Tensor,
+    ratio: float,
+    max_mb: float,
+    seed: int,
+    projection_dim: int | None = None,
+    bound_name: str = "max_bank_mb",
+) -> torch.Tensor:
+    """Indices of a memory bank among ``features`` (N, D): a greedy coreset of ``ratio`` of
+    them (in greedy order), cut to what ``max_mb`` of float32 entries holds, selected on a
+    random projection to ``projection_dim`` dimensions when that is smaller than D; every
+    index, in order, when the bank keeps them all. ``bound_name`` names ``max_mb`` in the error
+    when it cannot hold a single entry."""
+    total, dim = features.shape
+    fit = int(max_mb * 2**20 // (dim * _FLOAT32_BYTES))
+    if fit < 1:
+        raise ValueError(f"{bound_name}={max_mb} cannot hold one {dim}-dimensional feature")
+    count = min(max(1, int(total * ratio)), fit)
+    if count == total:
+        return torch.arange(total, device=features.device)
+    selection = features
+    if projection_dim is not None and projection_dim < dim:
+        selection = random_projection(features, projection_dim, seed)
+    return greedy_coreset(selection.cpu(), count, seed).to(features.device)
 
 
 def _kernel(rows: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pagmfr.models.common import upsample_to
-from pagmfr.models.coreset import greedy_coreset, random_projection
+from pagmfr.models.coreset import bounded_coreset
 
 #: Patch features are projected to this many dimensions for the coreset's distances only.
 _PROJECTION_DIM = 128
@@ -67,26 +67,14 @@ class PatchMemory(nn.Module):
 
     @torch.no_grad()
     def fill(
-        self,
-        patches: torch.Tensor,
-        owner: torch.Tensor,
-        fraction: float,
-        seed: int,
-        max_mb: float = float("inf"),
+        self, patches: torch.Tensor, owner: torch.Tensor, fraction: float, seed: int, max_mb: float
     ) -> None:
         """``patches`` (N, C), ``owner`` (N,): keep all, or a greedy coreset of ``fraction``
         of them, and at most ``max_mb`` of float32 entries (every training step compares its
         patches with the whole memory, so the bound keeps steps affordable at 256 px)."""
-        fit = int(max_mb * 2**20 // (patches.shape[1] * 4)) if max_mb != float("inf") else None
-        if fit is not None and fit < 1:
-            raise ValueError(f"{max_mb} MB cannot hold one {patches.shape[1]}-dimensional patch")
-        count = max(1, round(fraction * patches.shape[0]))
-        count = count if fit is None else min(count, fit)
-        if count >= patches.shape[0]:
-            keep = torch.arange(patches.shape[0])
-        else:
-            projected = random_projection(patches.float(), _PROJECTION_DIM, seed)
-            keep = greedy_coreset(projected, count, seed).sort().values
+        keep = bounded_coreset(
+            patches, fraction, max_mb, seed, _PROJECTION_DIM, "anomaly.knn_max_bank_mb"
+        )
         self.bank = patches[keep].contiguous()
         self.owner = owner[keep].contiguous()
 

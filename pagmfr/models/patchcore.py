@@ -28,7 +28,7 @@ from pagmfr.config import Check, Config, stages_check
 from pagmfr.models.backbone import ResNetFeatures
 from pagmfr.models.base import AnomalyMethod, Prediction
 from pagmfr.models.common import smooth_and_score, upsample_to
-from pagmfr.models.coreset import greedy_coreset, random_projection
+from pagmfr.models.coreset import bounded_coreset
 from pagmfr.models.memory import local_patch_features
 from pagmfr.models.registry import register_model
 
@@ -166,19 +166,11 @@ class PatchCore(AnomalyMethod):
 
     def coreset_indices(self, features: torch.Tensor) -> torch.Tensor:
         """Indices of the bank entries among ``features`` (N, D), in greedy order."""
-        total, dim = features.shape
-        fit = int(self.settings.max_bank_mb * 2**20 // (dim * _BYTES_PER_VALUE))
-        if fit < 1:
-            raise ValueError(
-                f"max_bank_mb={self.settings.max_bank_mb} cannot hold one {dim}-dimensional feature"
-            )
-        count = min(max(1, int(total * self.settings.coreset_ratio)), fit)
-        if count == total:
-            return torch.arange(total, device=features.device)
-        selection = features
-        if self.settings.projection_dim is not None and self.settings.projection_dim < dim:
-            selection = random_projection(features, self.settings.projection_dim, self.seed)
-        return greedy_coreset(selection.cpu(), count, self.seed).to(features.device)
+        settings = self.settings
+        return bounded_coreset(
+            features, settings.coreset_ratio, settings.max_bank_mb, self.seed,
+            settings.projection_dim,
+        )  # fmt: skip
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> Prediction:
