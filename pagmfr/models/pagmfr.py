@@ -288,8 +288,7 @@ class PAGMFR(AnomalyMethod):
         device = next(self.backbone.parameters()).device
         patches, owners, seen = [], [], 0
         for images in batches:
-            features = self.backbone(images.to(device))
-            p = local_patch_features([features[i] for i in self._knn_scales])
+            p = self._patch_features(self.backbone(images.to(device)))
             b, c = p.shape[:2]
             patches.append(p.permute(0, 2, 3, 1).reshape(-1, c).cpu())
             owners.append(torch.arange(seen, seen + b).repeat_interleave(p[0, 0].numel()))
@@ -303,14 +302,16 @@ class PAGMFR(AnomalyMethod):
         )
         self.memory.to(device)
 
+    def _patch_features(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return local_patch_features([features[i] for i in self._knn_scales])
+
     def knn_map(
         self, features: list[torch.Tensor], exclude: torch.Tensor | None
     ) -> torch.Tensor | None:
+        """The patch memory's distance map (None without ``anomaly.knn``)."""
         if self.memory is None:
             return None
-        return self.memory.distances(
-            local_patch_features([features[i] for i in self._knn_scales]), exclude
-        )
+        return self.memory.distances(self._patch_features(features), exclude)
 
     def forward(
         self,
@@ -328,12 +329,14 @@ class PAGMFR(AnomalyMethod):
         maps = self.calculator.branch_maps(
             images, reconstruction, features, reconstructed, self.knn_map(features, exclude)
         )
-        logits = self.calculator(
-            maps, fused, normal if self.config.anomaly.map_stats == "normal" else None
+        anomaly = self.config.anomaly
+        logits = self.calculator(maps, fused, normal if anomaly.map_stats == "normal" else None)
+        values = logits.float()
+        if anomaly.map_output == "sigmoid":
+            values = torch.sigmoid(values)
+        anomaly_map, score = smooth_and_score(
+            values, anomaly.smoothing_sigma, anomaly.score, anomaly.topk
         )
-        a = self.config.anomaly
-        values = torch.sigmoid(logits.float()) if a.map_output == "sigmoid" else logits.float()
-        anomaly_map, score = smooth_and_score(values, a.smoothing_sigma, a.score, a.topk)
         return PAGMFROutput(logits, anomaly_map, score, reconstruction, features, reconstructed)
 
     def predict(self, images: torch.Tensor) -> Prediction:
