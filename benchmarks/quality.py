@@ -48,19 +48,18 @@ BASE = {
 def test_each_epoch(config, curve: list[dict]):
     """A per-epoch callback appending the test metrics of the epoch's model to ``curve``."""
     import torch
+    from patchcore import split_tensors
 
-    from pagmfr.data.dataset import MVTecAD
     from pagmfr.data.pipeline import resolve_data_root
     from pagmfr.engine import anomaly_metrics, infer
 
     data = config.data
-    test = MVTecAD(resolve_data_root(data.root), data.category, "test", data.image_size)
-    images = torch.stack([test[i]["image"] for i in range(len(test))])
-    masks = np.stack([test.load_arrays(i)[1] for i in range(len(test))])
+    test = split_tensors(resolve_data_root(data.root), data.category, "test", data.image_size)
+    masks, labels = test["mask"][:, 0].numpy() > 0.5, test["label"].numpy()
 
     def callback(report) -> None:
-        maps, scores = infer(report.model, images.split(16), torch.device("cpu"), False)
-        curve.append({"epoch": report.epoch, **anomaly_metrics(maps, masks, scores, test.labels)})
+        maps, scores = infer(report.model, test["image"].split(16), torch.device("cpu"), False)
+        curve.append({"epoch": report.epoch, **anomaly_metrics(maps, masks, scores, labels)})
         report.model.train()
 
     return callback
