@@ -180,6 +180,7 @@ class AnomalyConfig:
             ("hidden", self.hidden >= 1, "must be >= 1"),
             ("smoothing_sigma", self.smoothing_sigma >= 0.0, "must be >= 0"),
             ("topk", self.topk >= 1, "must be >= 1"),
+            stages_check("knn_layers", self.knn_layers),
             ("knn_coreset", 0.0 < self.knn_coreset <= 1.0, "must be in (0, 1]"),
             ("knn_max_bank_mb", self.knn_max_bank_mb > 0, "must be > 0"),
         ]
@@ -355,9 +356,7 @@ class Config:
         self._check_strategies()
         self._check_smoothing()
         anomaly = self.anomaly
-        if anomaly.knn and not (
-            anomaly.knn_layers and set(anomaly.knn_layers) <= set(self.backbone.layers)
-        ):
+        if anomaly.knn and not set(anomaly.knn_layers) <= set(self.backbone.layers):
             raise ValueError(
                 f"anomaly.knn_layers must be among backbone.layers ({self.backbone.layers}) when "
                 f"anomaly.knn is on; got {anomaly.knn_layers} (set anomaly.knn_layers to some of "

@@ -168,6 +168,8 @@ def test_the_patch_memory_leaves_a_training_image_out_of_its_own_score(tmp_path)
 def test_a_patch_memory_branch_needs_its_layers_in_the_backbone():
     with pytest.raises(ValueError, match="anomaly.knn_layers must be among backbone.layers"):
         _config(**{"anomaly.knn": "true", "backbone.layers": "1,2", "anomaly.knn_layers": "2,3"})
+    with pytest.raises(ValueError, match="anomaly.knn_layers must be increasing stages"):
+        _config(**{"anomaly.knn_layers": "3,2"})  # the first stage sets the patches' grid
 
 
 def test_top_k_scores():
