@@ -135,9 +135,13 @@ class AnomalyConfig:
     hidden: int = 32
     #: Gaussian smoothing of the anomaly map (pixels at model resolution; 0: off).
     smoothing_sigma: float = 4.0
-    #: Image score: max of the smoothed map, or mean of its top-k pixels.
+    #: Image score: max of the map, or mean of its top-k pixels ...
     score: Literal["max", "topk"] = "max"
     topk: int = 100
+    #: ... smoothed with this sigma first (pixels at model resolution; 0: unsmoothed, as
+    #: PatchCore scores its patches before smoothing): the reported map's smoothing_sigma
+    #: blurs a thin defect's peak into the normal texture's noise.
+    score_sigma: float = 0.0
     #: PAGMFR's map (and so its score) before smoothing: the sigmoid of the head's logits, or
     #: the logits themselves. The sigmoid saturates: many test images tie at a score of ~1.
     map_output: Literal["sigmoid", "logits"] = "logits"
@@ -179,6 +183,7 @@ class AnomalyConfig:
         return [
             ("hidden", self.hidden >= 1, "must be >= 1"),
             ("smoothing_sigma", self.smoothing_sigma >= 0.0, "must be >= 0"),
+            ("score_sigma", self.score_sigma >= 0.0, "must be >= 0"),
             ("topk", self.topk >= 1, "must be >= 1"),
             stages_check("knn_layers", self.knn_layers),
             ("knn_coreset", 0.0 < self.knn_coreset <= 1.0, "must be in (0, 1]"),
@@ -356,7 +361,8 @@ class Config:
         self._check_strategies()
         self._check_smoothing()
         anomaly = self.anomaly
-        if anomaly.knn and not set(anomaly.knn_layers) <= set(self.backbone.layers):
+        uses_knn = anomaly.knn and self.method == "pagmfr"  # other methods ignore anomaly.knn
+        if uses_knn and not set(anomaly.knn_layers) <= set(self.backbone.layers):
             raise ValueError(
                 f"anomaly.knn_layers must be among backbone.layers ({self.backbone.layers}) when "
                 f"anomaly.knn is on; got {anomaly.knn_layers} (set anomaly.knn_layers to some of "
@@ -386,13 +392,15 @@ class Config:
     def _check_smoothing(self) -> None:
         """The Gaussian kernel reflects at the map's borders, so its radius (3 sigma) must stay
         inside the map, which has the input's resolution."""
-        sigma, size = self.anomaly.smoothing_sigma, self.data.image_size
-        if math.ceil(3 * sigma) >= size:
-            raise ValueError(
-                f"anomaly.smoothing_sigma {sigma:g} is too large for data.image_size {size}: "
-                f"its kernel radius (3 sigma) must stay below the image size; use at most "
-                f"{math.floor((size - 1) / 3 * 10) / 10:g}"
-            )
+        size = self.data.image_size
+        for key in ("smoothing_sigma", "score_sigma"):
+            sigma = getattr(self.anomaly, key)
+            if math.ceil(3 * sigma) >= size:
+                raise ValueError(
+                    f"anomaly.{key} {sigma:g} is too large for data.image_size {size}: its "
+                    f"kernel radius (3 sigma) must stay below the image size; use at most "
+                    f"{math.floor((size - 1) / 3 * 10) / 10:g}"
+                )
 
     @property
     def scheduler(self) -> str:

@@ -545,7 +545,7 @@ def test_bad_values_name_their_key_before_any_work(root, tmp_path, capsys, extra
 def test_the_largest_allowed_smoothing_runs():
     from pagmfr.models.common import smooth_and_score
 
-    smoothed, score = smooth_and_score(torch.rand(1, 1, 32, 32), 10.3, "max", 1)
+    smoothed, score = smooth_and_score(torch.rand(1, 1, 32, 32), 10.3, "max", 1, 10.3)
     assert smoothed.shape == (1, 1, 32, 32) and torch.isfinite(score).all()
 
 

@@ -11,6 +11,7 @@ from pagmfr.config import Config
 from pagmfr.losses import lab_difference_map, ssim_map
 from pagmfr.models import build_model
 from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
+from pagmfr.models.common import smooth_and_score
 from pagmfr.study.presets import QUICK_TRAINING
 
 SIZE = 64
@@ -174,13 +175,30 @@ def test_a_patch_memory_branch_needs_its_layers_in_the_backbone():
 
 def test_top_k_scores():
     model = build_model(
-        _config(**{"anomaly.score": "topk", "anomaly.topk": 10, "anomaly.smoothing_sigma": 0})
+        _config(
+            **{
+                "anomaly.score": "topk",
+                "anomaly.topk": 10,
+                "anomaly.smoothing_sigma": 0,
+                "anomaly.score_sigma": 0,
+            }
+        )
     ).eval()
     model.prepare([_batch(seed=5)["image"]])
     with torch.no_grad():
         anomaly_map, score = model.predict(_batch()["pseudo"])
     expected = anomaly_map.flatten(1).topk(10, dim=1).values.mean(1)
     torch.testing.assert_close(score, expected)
+
+
+def test_the_image_score_keeps_a_thin_peak_the_map_smoothing_spreads():
+    thin = torch.zeros(1, 1, 32, 32)
+    thin[0, 0, 16, 16] = 1.0
+    smoothed, score = smooth_and_score(thin, 4.0, "max", 1, 0.0)
+    assert smoothed.max() < 0.02 and score.item() == 1.0
+    same, blurred_score = smooth_and_score(thin, 4.0, "max", 1, 4.0)
+    torch.testing.assert_close(same, smoothed)
+    torch.testing.assert_close(blurred_score, smoothed.flatten(1).amax(1))
 
 
 def test_backbone_weights_from_a_state_dict_file(tmp_path):

@@ -51,17 +51,26 @@ class ImageDecoder(nn.Module):
         return torch.sigmoid(upsample_to(self.head(self.body(features)), size))
 
 
+def smooth(anomaly_map: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of (B, 1, H, W) with ``sigma`` pixels (0: unchanged)."""
+    if sigma <= 0:
+        return anomaly_map
+    kernel = 2 * math.ceil(3 * sigma) + 1
+    return gaussian_blur(anomaly_map, [kernel, kernel], [sigma, sigma])
+
+
 def smooth_and_score(
-    anomaly_map: torch.Tensor, sigma: float, score: str, topk: int
+    anomaly_map: torch.Tensor, sigma: float, score: str, topk: int, score_sigma: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian-smoothed map (B, 1, H, W) and image scores (B,): max or mean of the top k."""
-    if sigma > 0:
-        kernel = 2 * math.ceil(3 * sigma) + 1
-        anomaly_map = gaussian_blur(anomaly_map, [kernel, kernel], [sigma, sigma])
-    flat = anomaly_map.flatten(1)
+    """The map smoothed with ``sigma`` (B, 1, H, W) and image scores (B,): the max or the mean
+    of the top k of the map smoothed with ``score_sigma``. Two sigmas because a map is smoothed
+    for localisation, while a blur as wide would dilute a thin defect's peak in the score."""
+    smoothed = smooth(anomaly_map, sigma)
+    scored = smoothed if score_sigma == sigma else smooth(anomaly_map, score_sigma)
+    flat = scored.flatten(1)
     if score == "max":
-        return anomaly_map, flat.amax(dim=1)
-    return anomaly_map, flat.topk(min(topk, flat.shape[1]), dim=1).values.mean(dim=1)
+        return smoothed, flat.amax(dim=1)
+    return smoothed, flat.topk(min(topk, flat.shape[1]), dim=1).values.mean(dim=1)
 
 
 class PixelStats(nn.Module):

@@ -335,7 +335,7 @@ class PAGMFR(AnomalyMethod):
         if anomaly.map_output == "sigmoid":
             values = torch.sigmoid(values)
         anomaly_map, score = smooth_and_score(
-            values, anomaly.smoothing_sigma, anomaly.score, anomaly.topk
+            values, anomaly.smoothing_sigma, anomaly.score, anomaly.topk, anomaly.score_sigma
         )
         return PAGMFROutput(logits, anomaly_map, score, reconstruction, features, reconstructed)
 

@@ -27,7 +27,7 @@ import torch
 from pagmfr.config import Check, Config, stages_check
 from pagmfr.models.backbone import ResNetFeatures
 from pagmfr.models.base import AnomalyMethod, Prediction
-from pagmfr.models.common import smooth_and_score, upsample_to
+from pagmfr.models.common import smooth, upsample_to
 from pagmfr.models.coreset import bounded_coreset
 from pagmfr.models.memory import local_patch_features
 from pagmfr.models.registry import register_model
@@ -189,7 +189,7 @@ class PatchCore(AnomalyMethod):
                 nearest.reshape(batch, height * width),
             )
             maps = upsample_to(patch_scores.reshape(batch, 1, height, width), images.shape[-2:])
-            maps, _ = smooth_and_score(maps, self.smoothing_sigma, "max", 1)
+            maps = smooth(maps, self.smoothing_sigma)
         return maps, scores
 
     def nearest_bank_entries(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
