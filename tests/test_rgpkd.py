@@ -77,6 +77,22 @@ def test_the_student_differs_from_the_teacher_by_design():
     assert hasattr(model.student, "encoder")  # asymmetric: its own encoder sees the image
 
 
+@pytest.mark.parametrize("bottleneck", ["plain", "one_class"])
+def test_the_symmetric_student_decodes_from_its_bottleneck_code(bottleneck):
+    model = build_model(_config(**{"rgpkd.student": "symmetric", "rgpkd.bottleneck": bottleneck}))
+    model.prepare([_images(1)])
+    teacher = model.teacher(_images())
+    code = model.student.bottleneck(teacher)
+    deepest = teacher[-1]
+    if bottleneck == "one_class":  # OCBE: twice the width at half the resolution, half the values
+        assert code.shape[1:] == (2 * deepest.shape[1], *(n // 2 for n in deepest.shape[-2:]))
+    else:
+        assert code.shape == deepest.shape
+    loss, _ = model.training_loss({"image": _images(), "index": torch.arange(4)})
+    loss.backward()
+    assert all(p.grad is not None for p in model.student.bottleneck.parameters())
+
+
 def test_bank_respects_its_size_and_memory_bounds():
     per_entry = (
         64 * 16 * 16 + 128 * 8 * 8 + 256 * 4 * 4
@@ -130,6 +146,20 @@ def test_the_retrieved_prompts_change_the_prediction():
     assert not torch.allclose(with_bank, with_other_bank)
 
 
+@pytest.mark.parametrize("layers", ["1,2,3", "2"])
+def test_the_map_can_leave_out_the_deepest_scale(layers):
+    model = build_model(
+        _config(**{"rgpkd.map_scales": "drop_deepest", "backbone.layers": layers})
+    ).eval()
+    model.prepare([_images(3)])
+    with torch.no_grad():
+        teacher, student, _ = model(_images(4))
+        scales = model.scale_maps(teacher, student, (SIZE, SIZE))
+        summed = model.anomaly_map(teacher, student, (SIZE, SIZE))
+    kept = scales[:, :-1] if scales.shape[1] > 1 else scales  # one scale is kept
+    torch.testing.assert_close(summed, kept.sum(dim=1, keepdim=True))
+
+
 def test_the_bank_travels_in_the_checkpoint(tmp_path):
     model = build_model(_config())
     model.prepare([_images(5)])
@@ -165,8 +195,10 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_student(tmp_path
     before = anomaly_metrics(maps, setup.masks, scores, setup.labels)
     result = fit(config, tmp_path, callbacks=())
     assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
-    assert result.best_metrics["val_au_pro"] > before["au_pro"] + 0.03
-    assert result.best_metrics["val_pixel_auroc"] > before["pixel_auroc"] + 0.15
+    # the one-class bottleneck's untrained map already ranks pixels well (0.90 pixel AUROC
+    # here); six epochs lift AU-PRO by 0.12 and pixel AUROC by 0.04
+    assert result.best_metrics["val_au_pro"] > before["au_pro"] + 0.05
+    assert result.best_metrics["val_pixel_auroc"] > before["pixel_auroc"] + 0.02
     assert load_checkpoint(result.best_checkpoint)["model"]["bank.keys"].shape[0] > 0
 
 

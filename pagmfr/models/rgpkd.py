@@ -2,17 +2,19 @@
 
 A frozen teacher ResNet gives multi-scale features of a normal image; a student learns to
 reproduce them scale by scale, guided by a reconstruction of the input from its last decoder
-stage. The default student is reverse distillation's decoder over the teacher's deepest
-features (symmetric); the U-Net student whose own encoder sees the image (unet, the
+stage. The default student is reverse distillation's decoder over a one-class bottleneck of the
+teacher's features (symmetric, OCBE); the U-Net student whose own encoder sees the image (unet, the
 "asymmetric" design) scores below chance on textures with random weights: through its skips
 it maps flat defect regions more easily than the normal texture (README, "RGPKD"). A prompt
 bank of teacher features of training images is built once; for each input the most similar
 entries (cosine similarity of pooled deep features) are retrieved and fused into the decoder.
 At test time the student fails to reproduce the teacher where the image is anomalous: the
-anomaly map is the summed per-scale cosine distance.
+anomaly map is the summed per-scale cosine distance (by default without the deepest scale,
+the weakest one with random weights).
 
 Switches for the ablation: ``rgpkd.prompts`` (no bank: the student trains and tests without
-prompts), ``rgpkd.reconstruction``, ``rgpkd.student`` (symmetric | unet), the loss weights
+prompts), ``rgpkd.reconstruction``, ``rgpkd.student`` (symmetric | unet), ``rgpkd.bottleneck``
+(one_class | plain), ``rgpkd.map_scales``, the loss weights
 and the backbone.
 """
 
@@ -74,6 +76,15 @@ class RGPKDSettings:
     #: distance z-scored per pixel position with running statistics of normal training
     #: images (pixel): removes border artefacts and puts the scales on one footing.
     map_norm: Literal["none", "pixel"] = "none"
+    #: Which scales' distances are summed into the map: all, or all but the deepest (which
+    #: still trains the student and keys the prompt bank). A one-stage backbone keeps its
+    #: one scale either way.
+    map_scales: Literal["all", "drop_deepest"] = "drop_deepest"
+    #: The symmetric student's bottleneck: plain (a conv block over the teacher's deepest
+    #: features, at their resolution and width), or one_class (reverse distillation's OCBE:
+    #: every used scale strided down and fused, then a stride-2 block to twice the deepest
+    #: width at half its resolution), a tighter code that a defect passes less easily.
+    bottleneck: Literal["plain", "one_class"] = "one_class"
 
     def checks(self) -> list[Check]:
         return [
@@ -252,9 +263,57 @@ class UNetStudent(nn.Module):
         return outputs, image
 
 
+def _strided(in_channels: int, out_channels: int) -> nn.Sequential:
+    """A 3x3 stride-2 conv with batch norm and ReLU: half the resolution."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class OneClassBottleneck(nn.Module):
+    """Reverse distillation's OCBE (Deng & Li, CVPR 2022): multi-scale feature fusion (each
+    used scale strided down to the deepest one's resolution, concatenated, mixed by a 1x1
+    conv), then a one-class embedding block at half that resolution and twice the width."""
+
+    def __init__(self, channels: list[int], strides: list[int]):
+        super().__init__()
+        deepest = channels[-1]
+        self.down = nn.ModuleList(
+            nn.Sequential(*(_strided(c, c) for _ in range(int(math.log2(strides[-1] // stride)))))
+            for c, stride in zip(channels, strides, strict=True)
+        )
+        self.mix = nn.Sequential(
+            nn.Conv2d(sum(channels), deepest, 1, bias=False),
+            nn.BatchNorm2d(deepest),
+            nn.ReLU(inplace=True),
+        )
+        self.embed = nn.Sequential(
+            _strided(deepest, 2 * deepest), ConvBlock(2 * deepest, 2 * deepest)
+        )
+        self.out_channels = 2 * deepest
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        size = features[-1].shape[-2:]
+        fused = [upsample_to(down(f), size) for down, f in zip(self.down, features, strict=True)]
+        return self.embed(self.mix(torch.cat(fused, dim=1)))
+
+
+class _DeepestBlock(ConvBlock):
+    """The plain bottleneck: a conv block over the deepest features only."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(features[-1])
+
+
 class SymmetricStudent(nn.Module):
-    """Reverse distillation's student: a bottleneck over the teacher's deepest used features and
-    a decoder mirroring the teacher's stages back up to its shallowest used one."""
+    """Reverse distillation's student: a bottleneck over the teacher's features (``plain``: the
+    deepest used ones; ``one_class``: OCBE over all) and a decoder mirroring the teacher's
+    stages back up to its shallowest used one."""
 
     def __init__(
         self,
@@ -262,13 +321,19 @@ class SymmetricStudent(nn.Module):
         teacher_strides: list[int],
         prompts: bool,
         reconstruction: bool,
+        bottleneck: str,
     ):
         super().__init__()
         self.strides = teacher_strides
         deepest = teacher_channels[-1]
-        self.bottleneck = ConvBlock(deepest, deepest)
+        if bottleneck == "one_class":
+            self.bottleneck = OneClassBottleneck(teacher_channels, teacher_strides)
+            code = self.bottleneck.out_channels
+        else:
+            self.bottleneck = _DeepestBlock(deepest)
+            code = deepest
         self.blocks = nn.ModuleList(
-            ConvBlock(teacher_channels[i + 1] if i + 1 < len(teacher_channels) else deepest, c)
+            ConvBlock(teacher_channels[i + 1] if i + 1 < len(teacher_channels) else code, c)
             for i, c in enumerate(teacher_channels)
         )
         self.fusions = (
@@ -284,7 +349,7 @@ class SymmetricStudent(nn.Module):
         teacher_features: list[torch.Tensor],
         prompts: list[torch.Tensor] | None,
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        x = self.bottleneck(teacher_features[-1])
+        x = self.bottleneck(teacher_features)
         outputs: list[torch.Tensor] = [None] * len(teacher_features)  # type: ignore[list-item]
         for i in reversed(range(len(teacher_features))):
             x = self.blocks[i](upsample_to(x, teacher_features[i].shape[-2:]))
@@ -324,7 +389,7 @@ class RGPKD(AnomalyMethod):
             )
         else:
             self.student = SymmetricStudent(
-                channels, strides, settings.prompts, settings.reconstruction
+                channels, strides, settings.prompts, settings.reconstruction, settings.bottleneck
             )
         self.bank = PromptBank(len(channels)) if settings.prompts else None
         self.stats = (
@@ -407,6 +472,8 @@ class RGPKD(AnomalyMethod):
         maps = self.scale_maps(teacher, student, size)
         if self.stats is not None:
             maps = self.stats.normalise(maps)
+        if self.config.rgpkd.map_scales == "drop_deepest" and maps.shape[1] > 1:
+            maps = maps[:, :-1]
         return maps.sum(dim=1, keepdim=True)
 
     def predict(self, images: torch.Tensor) -> Prediction:
@@ -418,6 +485,7 @@ class RGPKD(AnomalyMethod):
             anomaly.smoothing_sigma,
             anomaly.score,
             anomaly.topk,
+            anomaly.score_sigma,
         )
 
     def training_loss(
