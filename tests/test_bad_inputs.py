@@ -543,9 +543,11 @@ def test_bad_values_name_their_key_before_any_work(root, tmp_path, capsys, extra
 
 
 def test_the_largest_allowed_smoothing_runs():
+    from pagmfr.config import AnomalyConfig
     from pagmfr.models.common import smooth_and_score
 
-    smoothed, score = smooth_and_score(torch.rand(1, 1, 32, 32), 10.3, "max", 1, 10.3)
+    largest = AnomalyConfig(smoothing_sigma=10.3, score_sigma=10.3)
+    smoothed, score = smooth_and_score(torch.rand(1, 1, 32, 32), largest)
     assert smoothed.shape == (1, 1, 32, 32) and torch.isfinite(score).all()
 
 

@@ -7,7 +7,7 @@ import torchvision
 from conftest import tiered
 from skimage.color import rgb2lab
 
-from pagmfr.config import Config
+from pagmfr.config import AnomalyConfig, Config
 from pagmfr.losses import lab_difference_map, ssim_map
 from pagmfr.models import build_model
 from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
@@ -194,9 +194,11 @@ def test_top_k_scores():
 def test_the_image_score_keeps_a_thin_peak_the_map_smoothing_spreads():
     thin = torch.zeros(1, 1, 32, 32)
     thin[0, 0, 16, 16] = 1.0
-    smoothed, score = smooth_and_score(thin, 4.0, "max", 1, 0.0)
+    smoothed, score = smooth_and_score(thin, AnomalyConfig(smoothing_sigma=4.0, score_sigma=0.0))
     assert smoothed.max() < 0.02 and score.item() == 1.0
-    same, blurred_score = smooth_and_score(thin, 4.0, "max", 1, 4.0)
+    same, blurred_score = smooth_and_score(
+        thin, AnomalyConfig(smoothing_sigma=4.0, score_sigma=4.0)
+    )
     torch.testing.assert_close(same, smoothed)
     torch.testing.assert_close(blurred_score, smoothed.flatten(1).amax(1))
 

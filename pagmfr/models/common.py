@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
+from pagmfr.config import AnomalyConfig
+
 
 class ConvBlock(nn.Sequential):
     """Two 3x3 convolutions with batch norm and ReLU."""
@@ -60,17 +62,19 @@ def smooth(anomaly_map: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def smooth_and_score(
-    anomaly_map: torch.Tensor, sigma: float, score: str, topk: int, score_sigma: float
+    anomaly_map: torch.Tensor, settings: AnomalyConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The map smoothed with ``sigma`` (B, 1, H, W) and image scores (B,): the max or the mean
-    of the top k of the map smoothed with ``score_sigma``. Two sigmas because a map is smoothed
-    for localisation, while a blur as wide would dilute a thin defect's peak in the score."""
+    """The map smoothed with ``settings.smoothing_sigma`` (B, 1, H, W) and image scores (B,):
+    the max or the mean of the top k (``score``, ``topk``) of the map smoothed with
+    ``score_sigma``. Two sigmas because a map is smoothed for localisation, while a blur as wide
+    would dilute a thin defect's peak in the score."""
+    sigma, score_sigma = settings.smoothing_sigma, settings.score_sigma
     smoothed = smooth(anomaly_map, sigma)
     scored = smoothed if score_sigma == sigma else smooth(anomaly_map, score_sigma)
     flat = scored.flatten(1)
-    if score == "max":
+    if settings.score == "max":
         return smoothed, flat.amax(dim=1)
-    return smoothed, flat.topk(min(topk, flat.shape[1]), dim=1).values.mean(dim=1)
+    return smoothed, flat.topk(min(settings.topk, flat.shape[1]), dim=1).values.mean(dim=1)
 
 
 class PixelStats(nn.Module):

@@ -334,9 +334,7 @@ class PAGMFR(AnomalyMethod):
         values = logits.float()
         if anomaly.map_output == "sigmoid":
             values = torch.sigmoid(values)
-        anomaly_map, score = smooth_and_score(
-            values, anomaly.smoothing_sigma, anomaly.score, anomaly.topk, anomaly.score_sigma
-        )
+        anomaly_map, score = smooth_and_score(values, anomaly)
         return PAGMFROutput(logits, anomaly_map, score, reconstruction, features, reconstructed)
 
     def predict(self, images: torch.Tensor) -> Prediction:

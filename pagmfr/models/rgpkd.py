@@ -479,13 +479,8 @@ class RGPKD(AnomalyMethod):
     def predict(self, images: torch.Tensor) -> Prediction:
         """The smoothed summed per-scale distance map (B, 1, H, W) and its max or top-k mean."""
         teacher, student, _ = self(images)
-        anomaly = self.config.anomaly
         return smooth_and_score(
-            self.anomaly_map(teacher, student, images.shape[-2:]),
-            anomaly.smoothing_sigma,
-            anomaly.score,
-            anomaly.topk,
-            anomaly.score_sigma,
+            self.anomaly_map(teacher, student, images.shape[-2:]), self.config.anomaly
         )
 
     def training_loss(
