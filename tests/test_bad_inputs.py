@@ -94,7 +94,7 @@ def _category(root: Path) -> Path:
     return root / CATEGORY
 
 
-def _mask(root: Path, defect: str = "hole") -> Path:
+def _mask(root: Path, defect: str = "missing") -> Path:
     return _category(root) / "ground_truth" / defect / "000_mask.png"
 
 
@@ -103,7 +103,7 @@ def _mask(root: Path, defect: str = "hole") -> Path:
 
 def missing_mask(root: Path) -> Path:
     _mask(root).unlink()
-    return _category(root) / "test" / "hole" / "000.png"
+    return _category(root) / "test" / "missing" / "000.png"
 
 
 def missing_test_folder(root: Path) -> Path:
@@ -112,7 +112,7 @@ def missing_test_folder(root: Path) -> Path:
 
 
 def truncated_test_image(root: Path) -> Path:
-    image = _category(root) / "test" / "scratch" / "000.png"
+    image = _category(root) / "test" / "crack" / "000.png"
     image.write_bytes(image.read_bytes()[:300])
     return image
 
@@ -148,8 +148,8 @@ def two_training_images(root: Path) -> Path:
 
 
 def empty_defect_folder(root: Path) -> Path:
-    (_category(root) / "test" / "crack").mkdir()
-    return _category(root) / "test" / "crack"
+    (_category(root) / "test" / "scratch").mkdir()  # no embedded defect type is called so
+    return _category(root) / "test" / "scratch"
 
 
 def orphan_mask(root: Path) -> Path:
@@ -159,7 +159,7 @@ def orphan_mask(root: Path) -> Path:
 
 
 def masks_without_a_test_folder(root: Path) -> Path:
-    folder = _category(root) / "ground_truth" / "crack"
+    folder = _category(root) / "ground_truth" / "scratch"
     folder.mkdir()
     shutil.copy(_mask(root), folder / "000_mask.png")
     return folder
@@ -189,7 +189,7 @@ def missing_root(root: Path) -> Path:
 # ---- group 1 and 2: `pagmfr data check` lists it; `pagmfr train` stops before epoch 1 ----
 
 PROBLEMS = [
-    (missing_mask, r"defective test image has no mask; expected .*hole/000_mask.png"),
+    (missing_mask, r"defective test image has no mask; expected .*missing/000_mask.png"),
     (missing_test_folder, r"missing test folder"),
     (truncated_test_image, r"not a readable image \(empty, truncated"),
     (truncated_train_image, r"not a readable image \(empty, truncated"),
@@ -198,8 +198,8 @@ PROBLEMS = [
     (zero_one_masks, r"every mask is empty: no defective pixel"),
     (two_training_images, r"only 2 training image\(s\); .* needs at least 3"),
     (empty_defect_folder, r"empty folder: no images"),
-    (orphan_mask, r"mask has no image; expected .*hole/007.png"),
-    (masks_without_a_test_folder, r"1 mask\(s\) of defect type 'crack', but the test split"),
+    (orphan_mask, r"mask has no image; expected .*missing/007.png"),
+    (masks_without_a_test_folder, r"1 mask\(s\) of defect type 'scratch', but the test split"),
     (marked_mask_of_a_good_image, r"mask of a defect-free image marks 1024 defective pixel"),
     (kinds_file_not_json, r"cannot read category kinds"),
     (kinds_file_unknown_kind, r"category 'coins': unknown category kind 'shiny'"),

@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from pagmfr.data import DatasetError, MVTec3DRGB, MVTecAD, read_rgb
+from pagmfr.data import TEST_DEFECT_TYPES, DatasetError, MVTec3DRGB, MVTecAD, read_rgb
 from pagmfr.data.cache import IMAGE_CACHE
 from pagmfr.data.images import write_png
-from pagmfr.data.synthetic import DEFECT_TYPES
 
 
 def test_train_split_holds_only_good_images(synthetic_root):
@@ -22,7 +21,7 @@ def test_train_split_holds_only_good_images(synthetic_root):
 def test_test_split_items_are_consistent(synthetic_root):
     test = MVTecAD(synthetic_root, "coins", "test", image_size=(64, 80))
     assert test.kind == "object"
-    assert test.defect_counts() == {**{d: 6 for d in DEFECT_TYPES}, "good": 10}
+    assert test.defect_counts() == {**{d: 6 for d in TEST_DEFECT_TYPES}, "good": 10}
     for index in range(len(test)):
         item = test[index]
         assert item["image"].shape == (3, 64, 80) and item["image"].dtype == torch.float32
@@ -145,22 +144,22 @@ def test_empty_train_good(small_root):
 
 
 def test_defective_image_without_mask(small_root):
-    (small_root / "coins" / "ground_truth" / "hole" / "002_mask.png").unlink()
+    (small_root / "coins" / "ground_truth" / "missing" / "002_mask.png").unlink()
     with pytest.raises(
         DatasetError,
-        match=r"hole/002.png: defective test image has no mask; "
-        r"expected .*ground_truth/hole/002_mask.png",
+        match=r"missing/002.png: defective test image has no mask; "
+        r"expected .*ground_truth/missing/002_mask.png",
     ):
         MVTecAD(small_root, "coins", "test")
 
 
 def test_mask_size_differs_from_image(small_root):
     write_png(
-        small_root / "coins" / "ground_truth" / "hole" / "001_mask.png", np.ones((10, 12), bool)
+        small_root / "coins" / "ground_truth" / "missing" / "001_mask.png", np.ones((10, 12), bool)
     )
     test = MVTecAD(small_root, "coins", "test", image_size=32)
     index = next(
-        i for i, s in enumerate(test.samples) if s.defect == "hole" and s.image.stem == "001"
+        i for i, s in enumerate(test.samples) if s.defect == "missing" and s.image.stem == "001"
     )
     with pytest.raises(
         DatasetError, match=r"001_mask.png: mask is 12x10 but its image 001.png is 128x128"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pagmfr.cli import main
-from pagmfr.config import Config
+from pagmfr.config import Config, describe_selection
 from pagmfr.engine import (
     NonFiniteLossError,
     anomaly_metrics,
@@ -46,15 +46,16 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_model(tmp_path):
     model.prepare(setup.clean_batches(8))  # what a fit does before its first epoch
     untrained = _validation_metrics(model, setup)
     result = fit(config, tmp_path, callbacks=())
-    losses = [h["loss"] for h in result.history]
-    assert losses[-1] < 0.5 * losses[0]
+    # The reconstruction learns; the focal term need not fall: the evidence it weighs sharpens
+    # as the reconstruction does (here 0.12 -> 0.14 while validation AU-PRO rises to 0.87).
+    features = [h["loss/feature"] for h in result.history]
+    assert features[-1] < 0.5 * features[0]
     trained = result.best_metrics
-    assert trained["val_au_pro"] > untrained["au_pro"] + 0.05
-    # the residual head starts as the mean of the z-scored maps (0.80 here), not at chance
-    assert trained["val_pixel_auroc"] > untrained["pixel_auroc"] + 0.05
-    # The best checkpoint holds what was selected, and selection used validation, not test.
+    assert trained["val_au_pro"] > untrained["au_pro"] + 0.15  # 0.64 -> 0.87 here
+    assert trained["val_pixel_auroc"] > untrained["pixel_auroc"] + 0.1  # 0.80 -> 0.96
+    # The best checkpoint holds what was selected, by the protocol it names.
     best = load_checkpoint(result.best_checkpoint)
-    assert best["selection"] == "validation" and best["epoch"] == result.best_epoch
+    assert best["selection"] == config.validation.select and best["epoch"] == result.best_epoch
 
 
 class Interrupt(Exception):
@@ -112,12 +113,38 @@ def test_a_nan_loss_stops_the_run_with_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("select", ["last", "val_pixel_auroc"])
+def test_the_selection_protocol_tests_the_epoch_it_names(tmp_path, select):
+    config = _config(**{"data.category": "coins", "train.epochs": 3, "validation.select": select})
+    result = fit(config, tmp_path, callbacks=())
+    values = [h["val_pixel_auroc"] for h in result.history]  # validated every epoch either way
+    expected = 2 if select == "last" else values.index(max(values))
+    assert result.best_epoch == expected
+    assert load_checkpoint(result.best_checkpoint)["epoch"] == expected
+
+
+def test_a_validation_set_can_alternate_anomaly_families():
+    config = _config(**{"data.category": "coins", "validation.strategy": "defects+adaptive"})
+    mixed = prepare_training(config)
+    alone = [
+        prepare_training(config.with_overrides({"validation.strategy": family}))
+        for family in ("defects", "adaptive")
+    ]
+    anomalous = [i for i, label in enumerate(mixed.labels) if label]
+    assert len(anomalous) >= 2
+    for j, i in enumerate(anomalous):  # the j-th anomalous image takes the j-th family in turn
+        torch.testing.assert_close(mixed.images[i], alone[j % 2].images[i])
+        assert (mixed.masks[i] == alone[j % 2].masks[i]).all()
+    with pytest.raises(ValueError, match="validation.strategy: unknown strategy 'bogus'"):
+        config.with_overrides({"validation.strategy": "defects+bogus"})
+
+
+@pytest.mark.slow
 def test_choosing_on_the_test_set_is_explicit_and_recorded(tmp_path, quick_train_args):
-    assert (
-        main(quick_train_args("coffee", tmp_path, "--set", "validation.select_on_test=true")) == 0
-    )
+    assert main(quick_train_args("coffee", tmp_path, "--set", "validation.select=test_au_pro")) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["selection"] == "test" and "test_au_pro" in metrics["selection_metrics"]
+    assert metrics["selection"] == "test_au_pro" and "test_au_pro" in metrics["selection_metrics"]
+    assert metrics["selection_protocol"] == "best test_au_pro (chosen on the test split)"
 
 
 @pytest.mark.slow
@@ -144,7 +171,9 @@ def test_cli_train_evaluate_predict_end_to_end(tmp_path, capsys):
     ]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "au_pro" in printed and "selected on validation" in printed
+    default = Config().validation
+    protocol = describe_selection(default.select, default.strategy)
+    assert "au_pro" in printed and f"tested ({protocol})" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("image_auroc", "pixel_auroc", "au_pro", "pixel_f1_max"):
         assert 0.0 <= metrics[key] <= 1.0
@@ -172,7 +201,7 @@ def test_cli_train_evaluate_predict_end_to_end(tmp_path, capsys):
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["resolution"] == "full" and evaluated["image_auroc"] == metrics["image_auroc"]
 
-    images = sorted((out.parent / "run" / "heatmaps" / "hole").glob("*.png"))[:2]
+    images = sorted((out.parent / "run" / "heatmaps" / "missing").glob("*.png"))[:2]
     assert (
         main(
             [

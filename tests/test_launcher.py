@@ -389,7 +389,7 @@ def test_ray_up_submit_lose_a_worker_resubmit_down(machines):
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}  # none lost
     assert len({r.data.tags["cell_key"] for r in runs}) == 4  # no duplicates
     assert {(r.data.tags["variant"], r.data.tags["category"]) for r in runs} == {
-        (v, c) for v in ("full model", "w/o MFFM") for c in ("brick", "coins")
+        (v, c) for v in ("full model", "head: MLP on MFFM") for c in ("brick", "coins")
     }
     for run in runs:
         assert {

@@ -11,7 +11,7 @@ from pagmfr.config import AnomalyConfig, Config
 from pagmfr.losses import lab_difference_map, ssim_map
 from pagmfr.models import build_model
 from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
-from pagmfr.models.common import smooth_and_score
+from pagmfr.models.common import MapStats, smooth_and_score
 from pagmfr.study.presets import QUICK_TRAINING
 
 SIZE = 64
@@ -28,6 +28,19 @@ def _batch(seed=0, batch=2):
     pseudo[:, :, 10:30, 20:40] = torch.rand(batch, 3, 20, 20, generator=g)
     mask[:, :, 10:30, 20:40] = 1
     return {"image": image, "pseudo": pseudo, "mask": mask}
+
+
+def _branch_maps(model, images):
+    """The model's output on ``images`` and the calculator's evidence maps of it."""
+    output = model(images)
+    maps = model.calculator.branch_maps(
+        images,
+        output.reconstruction,
+        output.features,
+        output.reconstructed,
+        model.knn_map(output.features, None),
+    )
+    return output, maps
 
 
 def _check_step(model, config):
@@ -70,7 +83,12 @@ def _check_step(model, config):
 )
 def test_every_switch_combination_trains(layers, fusion, branches):
     config = _config(
-        **{"backbone.layers": layers, "fusion.mode": fusion, "anomaly.branches": branches}
+        **{
+            "backbone.layers": layers,
+            "fusion.mode": fusion,
+            "anomaly.branches": branches,
+            "anomaly.head_form": "residual",  # the head that reads the MFFM's fused features
+        }
     )
     model = build_model(config)
     assert (model.fusion is None) == (fusion == "none")
@@ -105,20 +123,12 @@ def test_without_pseudo_anomalies_the_map_is_the_mean_of_normalised_branch_maps(
     calculator = model.calculator
     images = _batch()["pseudo"]
     with torch.no_grad():
-        output = model(images)
-        maps = calculator.branch_maps(
-            images,
-            output.reconstruction,
-            output.features,
-            output.reconstructed,
-            model.knn_map(output.features, None),
-        )
-        if map_norm == "global":
-            assert calculator.map_std.ne(1).all()  # statistics were learned from training images
-            mean, std = calculator.map_mean.view(1, -1, 1, 1), calculator.map_std.view(1, -1, 1, 1)
-            normalised = (maps - mean) / std
-        else:
-            normalised = calculator.pixel.normalise(maps)
+        output, maps = _branch_maps(model, images)
+        assert calculator.stats.per_pixel == (map_norm == "pixel")
+        assert calculator.stats.updates > 0  # statistics were learned from training images
+        std = (calculator.stats.square - calculator.stats.mean.pow(2)).sqrt()
+        assert std.ne(1).all()
+        normalised = calculator.normalise(maps)
     assert maps.shape[1] == 6  # 3 feature scales, CIELAB, SSIM, and the patch memory's map
     expected = normalised.mean(1, keepdim=True)
     torch.testing.assert_close(output.logits, expected)
@@ -133,6 +143,8 @@ def test_without_pseudo_anomalies_the_map_is_the_mean_of_normalised_branch_maps(
         {"anomaly.map_output": "logits"},
         {"anomaly.head_form": "residual"},
         {"anomaly.head_form": "linear"},
+        {"anomaly.head_form": "gated"},
+        {"anomaly.map_fusion": "head"},
         {"mfrm.skips": "deepest"},
         {"loss.focal_alpha": "0.75"},
     ],
@@ -147,8 +159,47 @@ def test_every_quality_switch_trains_and_predicts(switches):
         assert model.fusion is None and model.calculator.head is None  # no MLP, no MFFM
 
 
+@pytest.mark.parametrize("fusion", ["head+knn", "head"])
+def test_the_map_keeps_the_patch_memorys_distances_beside_the_head(fusion):
+    """head+knn: the map is the head's output plus the memory's distances, each z-scored with
+    its mean and std on the normal training samples; head: the head's output alone."""
+    # One normal sample's per-pixel statistics would z-score its own maps to 0: global ones
+    config = _config(
+        **{
+            "anomaly.smoothing_sigma": 0,
+            "anomaly.map_fusion": fusion,
+            "anomaly.map_norm": "global",
+        }
+    )
+    model = build_model(config)
+    model.prepare([_batch(seed=5)["image"]])
+    batch = _batch()
+    batch["mask"][1] = 0  # the second sample stays normal: the statistics learn from it
+    batch["pseudo"][1] = batch["image"][1]
+    model.train()
+    model.training_loss(batch)
+    model.eval()
+    images = _batch(seed=3)["image"]
+    with torch.no_grad():
+        output, maps = _branch_maps(model, images)
+        calculator = model.calculator
+        head = calculator(maps, None)
+    if fusion == "head":
+        assert calculator.fusion_stats is None
+        torch.testing.assert_close(output.anomaly_map, head)
+        return
+    stats = calculator.fusion_stats
+    assert int(stats.updates) == 1
+    mean, std = stats.mean.view(2), (stats.square - stats.mean.pow(2)).sqrt().view(2)
+    expected = (head - mean[0]) / std[0] + (maps[:, -1:] - mean[1]) / std[1]
+    torch.testing.assert_close(output.anomaly_map, expected)
+    torch.testing.assert_close(output.logits, head)  # the focal loss still sees the head alone
+
+
 def test_the_patch_memory_leaves_a_training_image_out_of_its_own_score(tmp_path):
-    config = _config(**{"anomaly.knn": "true", "anomaly.smoothing_sigma": 0})
+    config = _config(
+        **{"anomaly.knn": "true", "anomaly.knn_coreset": 1.0, "anomaly.smoothing_sigma": 0}
+    )
     model = build_model(config).eval()
     images = _batch(seed=7, batch=3)["image"]
     model.prepare([images])
@@ -171,6 +222,20 @@ def test_a_patch_memory_branch_needs_its_layers_in_the_backbone():
         _config(**{"anomaly.knn": "true", "backbone.layers": "1,2", "anomaly.knn_layers": "2,3"})
     with pytest.raises(ValueError, match="anomaly.knn_layers must be increasing stages"):
         _config(**{"anomaly.knn_layers": "3,2"})  # the first stage sets the patches' grid
+
+
+@pytest.mark.parametrize("size", [None, 4])
+def test_map_statistics_fit_every_image_exactly_whatever_the_batches(size):
+    maps = torch.rand(7, 2, 4, 4, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    stats = MapStats(2, size)
+    stats.update(torch.zeros(2, 2, 4, 4))  # what came before is replaced, not blended
+    stats.fit([maps[:5], maps[5:]])  # unequal batches weigh by image
+    dims = (0,) if size else (0, 2, 3)
+    mean, std = maps.mean(dim=dims), maps.std(dim=dims, unbiased=False)
+    assert torch.allclose(stats.mean.squeeze(), mean.squeeze(), atol=1e-5)
+    fitted = (stats.square - stats.mean.pow(2)).sqrt()
+    assert torch.allclose(fitted.squeeze(), std.squeeze(), atol=1e-4)
+    assert int(stats.updates) == 7
 
 
 def test_top_k_scores():

@@ -51,7 +51,16 @@ def _spec(variant, category, seed, code="code-now"):
         "method": "pagmfr",
         "overrides": "fusion.mode=none" if variant == WO else "(base config)",
         "fingerprint": "f",
-        "config": {"method": "pagmfr", "data.category": category},
+        "config": {
+            "method": "pagmfr",
+            "data.category": category,
+            # an earlier version's keys: the report reads them as today's choice
+            **(
+                {"validation.metric": "au_pro"}
+                if variant == OTHER
+                else {"validation.select": "last", "validation.strategy": "defects"}
+            ),
+        },
     }
 
 
@@ -395,6 +404,20 @@ def test_report_command_writes_every_format(store, tmp_path, capsys):
     assert {"components.tex", "components.md", "components.csv", "au_pro.tex"} <= written
     assert {"report.md", "report.html", "runs.csv", "tables.csv"} <= written
     assert "10 missing cell(s)" in capsys.readouterr().out
+    # Every table says which epoch its runs tested: here two protocols, named with their counts
+    # (underscores escaped in LaTeX and Markdown alike).
+    protocol = (
+        "Tested epoch: mixed: last epoch (16 runs); best val\\_au\\_pro on validation "
+        "anomalies: defects (6 runs)."
+    )
+    for name in ("au_pro.tex", "components.tex", "report.md", "components.md"):
+        assert protocol in (tmp_path / name).read_text(), name
+
+
+def test_report_reads_the_tracking_uri_from_the_environment(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # as the study scripts and MLflow read it
+    assert main(["report", "--study", "known", "--metrics", "au_pro", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "components.md").is_file()
 
 
 def test_bad_input_is_named(store, tmp_path, capsys):
@@ -422,6 +445,7 @@ def test_report_over_stand_alone_training_folders(tmp_path, quick_train_args):
     assert main(quick_train_args("gravel", run)) == 0
     report = report_folders([run], tmp_path / "report", metrics=["au_pro", "pixel_auroc"])
     table = report.tables[0]
+    assert table.protocol == "best val_au_pro on validation anomalies: defects"  # the default
     assert table.variants == ["pagmfr"] and [r.label for r in table.rows][0] == "gravel"
     metrics = pd.read_json(run / "metrics.json", typ="series")
     assert table.rows[0].values["pagmfr"].mean == pytest.approx(100 * metrics["au_pro"])

@@ -95,12 +95,12 @@ def test_the_paper_dry_run_lists_cells_and_gpu_shares_per_method(dry_run):
 
 
 def test_variants_are_chosen_by_slug_or_name_and_unknown_ones_listed(dry_run):
-    code, output = dry_run("--dry-run", "--variants", "full-model", "w/o MFFM")
+    code, output = dry_run("--dry-run", "--variants", "full-model", "head: MLP on MFFM")
     assert code == 0, output
     assert "4 cells: 2 variants x 2 categories" in output
     code, output = dry_run("--dry-run", "--variants", "full", "model")  # `ray submit`'s split
     assert code == 2
-    assert "unknown variants ['full', 'model']" in output and "w-o-mffm" in output
+    assert "unknown variants ['full', 'model']" in output and "head-mlp-on-mffm" in output
 
 
 @pytest.mark.slow

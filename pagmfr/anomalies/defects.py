@@ -1,6 +1,6 @@
-"""Scratches, holes and swirl deformations with exact masks: the embedded dataset's test defects,
-and the ``defects`` strategy (registered in :mod:`pagmfr.anomalies.strategies`) that validation
-uses by default.
+"""Scratches, holes and swirl deformations with exact masks: the ``defects`` strategy
+(registered in :mod:`pagmfr.anomalies.strategies`) that validation uses by default. (The
+embedded dataset's test defects are another family: :mod:`pagmfr.data.test_defects`.)
 
 A family no training generator produces (those blend Perlin-masked textures or paste object
 cut-outs), so choosing the best epoch on it measures every generator variant against the same
@@ -18,7 +18,7 @@ from pagmfr.categories import OBJECT
 DEFECT_TYPES = ("scratch", "hole", "deformation")
 
 
-def _defect_centre(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
+def defect_centre(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
     """Objects get defects near the centre, where the object is; textures anywhere."""
     if kind == OBJECT:
         radius = 0.22 * size * np.sqrt(rng.uniform())
@@ -90,7 +90,7 @@ def add_defect(
     most inside it changed (a region where too few did is drawn again)."""
     painter = DEFECT_PAINTERS[defect]
     while True:
-        painted, region = painter(image, rng, _defect_centre(rng, image.shape[0], kind))
+        painted, region = painter(image, rng, defect_centre(rng, image.shape[0], kind))
         out = np.where(region[..., None], painted, image)
         changed = np.any(out != image, axis=2)
         if region.sum() >= 4 and changed.sum() >= 0.5 * region.sum():

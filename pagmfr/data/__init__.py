@@ -11,10 +11,11 @@ from pagmfr.data.layout import (
     list_categories,
     scan_split,
 )
-from pagmfr.data.synthetic import DEFECT_TYPES, SYNTHETIC_CATEGORIES, make_synthetic_dataset
+from pagmfr.data.synthetic import SYNTHETIC_CATEGORIES, make_synthetic_dataset
+from pagmfr.data.test_defects import TEST_DEFECT_TYPES
 
 __all__ = [
-    "DEFECT_TYPES",
+    "TEST_DEFECT_TYPES",
     "SYNTHETIC_CATEGORIES",
     "CheckReport",
     "DatasetError",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,9 @@ from pagmfr.data.synthetic import make_synthetic_dataset
 SYNTHETIC = "synthetic"
 SYNTHETIC_SIZE = 128
 SYNTHETIC_SEED = 0
+#: Names the cached copy: a new version of the embedded dataset (v2: test defects of their own
+#: family) is written anew, never read from an earlier version's cache.
+SYNTHETIC_VERSION = 2
 #: The random stream of the validation anomalies: an "epoch" no training run reaches.
 VALIDATION_STREAM = 2**31
 
@@ -35,7 +38,7 @@ def resolve_data_root(root: str | Path) -> Path:
     concurrent trials never see half a dataset); anything else is a path."""
     if str(root) != SYNTHETIC:
         return Path(root).expanduser()
-    target = cache_dir() / f"synthetic-s{SYNTHETIC_SEED}-{SYNTHETIC_SIZE}px"
+    target = cache_dir() / f"synthetic-v{SYNTHETIC_VERSION}-s{SYNTHETIC_SEED}-{SYNTHETIC_SIZE}px"
     if not target.is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=target.parent))
@@ -100,16 +103,17 @@ class PseudoAnomalyTrainSet(Dataset):
 
 
 def validation_set(
-    base: MVTecAD, indices: list[int], generator: PseudoAnomalyGenerator
+    base: MVTecAD, indices: list[int], generators: Sequence[PseudoAnomalyGenerator]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Held-out normal images, every other one with a pseudo-anomaly (``generator`` must have
-    normal_probability 0): the same images and anomalies every epoch. Returns images
-    (N, 3, H, W) and masks (N, 1, H, W)."""
+    """Held-out normal images, every other one with a pseudo-anomaly, the anomalous ones
+    taking the ``generators`` (each with normal_probability 0) in turn: the same images and
+    anomalies every epoch. Returns images (N, 3, H, W) and masks (N, 1, H, W)."""
     images, masks = [], []
     for k, index in enumerate(indices):
         image, _ = base.load_arrays(index)
         mask = np.zeros(image.shape[:2], dtype=bool)
         if k % 2 == 1:
+            generator = generators[(k // 2) % len(generators)]
             image, mask = generator(image, rng=generator.sample_rng(VALIDATION_STREAM, index))
         images.append(image_to_tensor(image))
         masks.append(torch.from_numpy(mask[None].astype(np.float32)))

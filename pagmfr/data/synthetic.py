@@ -2,9 +2,12 @@
 
 Nothing can be downloaded on many machines, yet a new user should see the whole pipeline work.
 Normal images are crops of real photographs with natural variation (position, rotation,
-lighting). Test defects are scratches, holes and local deformations: a family the training-time
-pseudo-anomaly generator (Perlin-masked texture blends, pasted object cut-outs) never produces,
-so evaluating on them is honest. Every defect's mask is exact: the pixels that were changed.
+lighting). Test defects are foreign contamination, cracks and missing pieces
+(:mod:`pagmfr.data.test_defects`): a family that neither the training-time pseudo-anomaly
+generator (Perlin-masked texture blends, pasted object cut-outs) nor validation's default
+yardstick (scratches, holes, swirls) produces, so a selection that only tracks its own
+yardstick shows up here as it would on real defects. Every defect's mask is exact: the
+painted region.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import cv2
 import numpy as np
 from skimage import data as skdata
 
-from pagmfr.anomalies.defects import DEFECT_TYPES, add_defect
 from pagmfr.categories import KINDS_FILE, OBJECT, TEXTURE, read_kinds_file
 from pagmfr.data.images import write_png
+from pagmfr.data.test_defects import TEST_DEFECT_TYPES, add_test_defect
 
 
 @dataclass(frozen=True)
@@ -164,10 +167,10 @@ def make_synthetic_dataset(
             write_png(folder / "train" / "good" / f"{i:03d}.png", normal(0, i)[0])
         for i in range(n_test_good):
             write_png(folder / "test" / "good" / f"{i:03d}.png", normal(1, i)[0])
-        for d, defect in enumerate(DEFECT_TYPES):
+        for d, defect in enumerate(TEST_DEFECT_TYPES):
             for i in range(n_test_per_defect):
                 image, rng = normal(2 + d, i)
-                defective, mask = add_defect(image, defect, rng, spec.kind)
+                defective, mask = add_test_defect(image, defect, rng, spec.kind)
                 write_png(folder / "test" / defect / f"{i:03d}.png", defective)
                 write_png(folder / "ground_truth" / defect / f"{i:03d}_mask.png", mask)
     kinds = {**read_kinds_file(out), **{c: SYNTHETIC_CATEGORIES[c].kind for c in categories}}

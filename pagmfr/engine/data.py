@@ -23,10 +23,11 @@ from pagmfr.data.pipeline import (
 
 @dataclass
 class TrainingSetup:
-    """Training samples and the selection set (images, masks, labels) with its origin."""
+    """Training samples, the set every epoch is measured on (images, masks, labels: held-out
+    validation images, or the test split when the selection protocol asks) and the data's
+    fingerprint."""
 
     train_set: PseudoAnomalyTrainSet
-    selection: str  # "validation" (held-out train/good) or "test" (only when asked)
     images: torch.Tensor  # (N, 3, H, W)
     masks: np.ndarray  # (N, H, W) bool
     labels: np.ndarray  # (N,)
@@ -63,8 +64,9 @@ def split_arrays(dataset: MVTecAD) -> tuple[np.ndarray, np.ndarray]:
 
 def prepare_training(config: Config) -> TrainingSetup:
     """Split train/good into training and validation images, build the seeded generators, and
-    fix the selection set: validation images with pseudo-anomalies from ``validation.strategy``
-    (or the test split, only with ``validation.select_on_test``)."""
+    fix the set every epoch is measured on: validation images with pseudo-anomalies from
+    ``validation.strategy`` (or the test split, only when ``validation.select`` chooses on a
+    test metric)."""
     seed, generator_config = config.train.seed, config.generator
     root = data_root(config)
     train_data = MVTecAD(
@@ -84,21 +86,24 @@ def prepare_training(config: Config) -> TrainingSetup:
     )
     train_set = PseudoAnomalyTrainSet(train_data, train_idx, generator)
     fingerprint = train_data.fingerprint()
-    if config.validation.select_on_test:
+    if config.validation.on_test:
         test_data = load_test_split(config, kind)
         masks, labels = split_arrays(test_data)
         images = torch.stack([test_data[i]["image"] for i in range(len(test_data))])
-        return TrainingSetup(train_set, "test", images, masks, labels, fingerprint)
-    validator = make_generator(
-        config.validation.strategy,
-        kind,
-        generator_config.texture_dir,
-        generator_config.object_dir,
-        config.data.image_size,
-        seed + 1,
-        normal_probability=0.0,
-    )
-    images, mask_tensor = validation_set(train_data, val_idx, validator)
+        return TrainingSetup(train_set, images, masks, labels, fingerprint)
+    validators = [
+        make_generator(
+            family,
+            kind,
+            generator_config.texture_dir,
+            generator_config.object_dir,
+            config.data.image_size,
+            seed + 1,
+            normal_probability=0.0,
+        )
+        for family in config.validation.families
+    ]
+    images, mask_tensor = validation_set(train_data, val_idx, validators)
     masks = mask_tensor[:, 0].numpy() > 0
     labels = masks.any(axis=(1, 2)).astype(np.int64)
-    return TrainingSetup(train_set, "validation", images, masks, labels, fingerprint)
+    return TrainingSetup(train_set, images, masks, labels, fingerprint)

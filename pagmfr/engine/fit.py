@@ -1,4 +1,4 @@
-"""``fit``: train a method, choosing the best epoch on the selection set, with atomic,
+"""``fit``: train a method, choosing the tested epoch by the selection protocol, with atomic,
 resumable checkpoints. Stand-alone training and a study trial run this same loop; they differ
 only in their per-epoch callbacks (a progress line here, a Ray Tune report in a study)."""
 
@@ -101,7 +101,7 @@ class TrainingRun:
         self.device = resolve_device(config.train.device)
         seed_everything(config.train.seed)
         self.setup = prepare_training(config)
-        self.prefix = "test_" if self.setup.selection == "test" else "val_"
+        self.prefix = "test_" if config.validation.on_test else "val_"
         self.model = build_model(config).to(self.device)
         if self.device.type == "cuda" and config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -209,21 +209,33 @@ class TrainingRun:
         )
 
     def validate(self, epoch: int) -> tuple[dict[str, float], bool]:
-        """Metrics on the selection set (every ``eval_every`` epochs and at the end), and
-        whether this epoch is the best so far on ``validation.metric``."""
+        """Metrics on the validation set (every ``eval_every`` epochs and at the end), and
+        whether the selection protocol (``validation.select``) chooses this epoch so far."""
         train = self.config.train
         if (epoch + 1) % train.eval_every and epoch + 1 != self.epochs:
             return {}, False
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, train.amp):
+            self.model.calibrate(self.setup.clean_batches(train.batch_size))
         images = batches(self.setup.images, train.batch_size)
         maps, scores = infer(self.model, images, self.device, train.amp)
         self._check_finite_outputs(maps, scores, epoch)
         measured = anomaly_metrics(maps, self.setup.masks, scores, self.setup.labels)
         metrics = {self.prefix + k: v for k, v in measured.items()}
-        score = measured[self.config.validation.metric]
-        if score <= self.best["score"]:
-            return metrics, False
-        self.best = {"epoch": epoch, "score": score, "metrics": metrics}
-        return metrics, True
+        return metrics, self._selects(epoch, measured, metrics)
+
+    def _selects(self, epoch: int, measured: dict[str, float], metrics: dict[str, float]) -> bool:
+        """``last`` chooses the final epoch; ``val_<metric>`` (``test_<metric>``) the first
+        epoch with the highest value of that metric."""
+        metric = self.config.validation.metric
+        if metric is None:
+            chosen, score = epoch + 1 == self.epochs, float(epoch)
+        else:
+            score = measured[metric]
+            chosen = score > self.best["score"]
+        if chosen:
+            self.best = {"epoch": epoch, "score": score, "metrics": metrics}
+        return chosen
 
     def checkpoint(self, epoch: int, metrics: dict[str, float], is_best: bool) -> None:
         """``last`` every epoch (for resuming); ``best`` when the epoch is the best."""
@@ -237,7 +249,7 @@ class TrainingRun:
             "metrics": metrics,
             "best": self.best,
             "history": self.history,
-            "selection": self.setup.selection,
+            "selection": self.config.validation.select,
             "code_version": code_version(),
             "data_fingerprint": self.setup.fingerprint,
         }
@@ -295,8 +307,8 @@ def fit(
     callbacks: Sequence[Callback] = (progress_callback,),
     resume: bool | str | Path = True,
 ) -> FitResult:
-    """Train ``config`` into ``out_dir``, choosing the best epoch on the held-out validation
-    set (or, only when ``validation.select_on_test`` is set, on the test set).
+    """Train ``config`` into ``out_dir``, choosing the epoch to test by ``validation.select``:
+    the last one, or the best on a validation metric (or, only when asked, a test metric).
 
     Args:
         config: a validated config.

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pagmfr import metrics as M
-from pagmfr.config import Config
+from pagmfr.config import Config, describe_selection
 from pagmfr.data.dataset import MVTecAD
 from pagmfr.data.images import read_mask, read_rgb, resize_rgb, write_png
 from pagmfr.engine.checkpoints import MODEL_KEYS, load_checkpoint, model_from_checkpoint
@@ -112,7 +112,11 @@ def validation_gaps(selection: dict[str, float], tested: dict[str, float]) -> di
 def _provenance(state: dict[str, Any], config: Config) -> dict[str, Any]:
     """How the tested model came to be: its selection, seed, config, code and data."""
     return {
-        "selection": state.get("selection", "validation"),
+        "selection": config.validation.select,
+        "validation_family": config.validation.strategy,
+        "selection_protocol": describe_selection(
+            config.validation.select, config.validation.strategy
+        ),
         "best_epoch": state["epoch"],
         "selection_metrics": state["best"]["metrics"],
         "seed": config.train.seed,

@@ -25,6 +25,8 @@ class AnomalyMethod(nn.Module):
     - :meth:`predict`: anomaly maps and image scores for images in [0, 1];
     - :meth:`prepare`: an optional fit on clean training images before training (memory
       banks, prompt banks); its result must live in buffers, so checkpoints hold it;
+    - :meth:`calibrate`: an optional refit on clean training images before each validation
+      (statistics of the maps that the current weights make), in buffers too;
     - :meth:`parameter_groups` and :meth:`configure_optimizer` (Adam by default).
 
     Class attributes tell the engine how to treat the method, before it is built.
@@ -52,6 +54,12 @@ class AnomalyMethod(nn.Module):
     def prepare(self, clean_batches: Iterable[torch.Tensor]) -> None:
         """Fit what comes from the clean training images, once, before the first epoch. The
         batches are on the CPU; move them to the model's device. Default: nothing to fit."""
+
+    def calibrate(self, clean_batches: Iterable[torch.Tensor]) -> None:
+        """Refit what depends on the trained weights (e.g. map statistics) on the clean
+        training images, with the weights as they are now. The engine calls it in eval mode,
+        without gradients, before every validation (so the maps validated, tested and
+        checkpointed are normalised by the weights that made them). Default: nothing."""
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """What the optimiser updates: every parameter that requires a gradient."""

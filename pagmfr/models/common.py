@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -77,30 +78,59 @@ def smooth_and_score(
     return smoothed, flat.topk(min(settings.topk, flat.shape[1]), dim=1).values.mean(dim=1)
 
 
-class PixelStats(nn.Module):
-    """Running mean and standard deviation of ``n_maps`` maps at every pixel position (at
-    ``size`` x ``size``; other sizes are resampled), from normal images: a cumulative average
-    over the first ``1 / momentum`` updates, then exponential, like batch-norm statistics.
-    ``normalise`` z-scores maps with them, removing offsets every image shares at a position
-    (a decoder's border artefacts) that a global mean/std cannot."""
+class MapStats(nn.Module):
+    """Running mean and standard deviation of ``n_maps`` maps from normal images: one per map
+    (``size`` None: over every pixel), or one per map and pixel position (at ``size`` x
+    ``size``; other sizes are resampled). A cumulative average over the first
+    ``1 / momentum`` updates, then exponential, like batch-norm statistics. ``normalise``
+    z-scores maps with them; per pixel, it removes offsets every image shares at a position
+    (a decoder's border artefacts) that one mean/std per map cannot."""
 
-    def __init__(self, n_maps: int, size: int, momentum: float = 0.1):
+    def __init__(self, n_maps: int, size: int | None = None, momentum: float = 0.1):
         super().__init__()
         self.momentum = momentum
-        self.register_buffer("mean", torch.zeros(n_maps, size, size))
-        self.register_buffer("square", torch.ones(n_maps, size, size))
+        self.per_pixel = size is not None
+        shape = (n_maps, size, size) if self.per_pixel else (n_maps, 1, 1)
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("square", torch.ones(shape))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def _moments(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and mean square of ``maps`` over the batch (per pixel) or over every pixel."""
+        maps = maps.float()
+        if self.per_pixel:
+            maps = upsample_to(maps, self.mean.shape[-2:])
+            return maps.mean(dim=0), maps.pow(2).mean(dim=0)
+        return (
+            maps.mean(dim=(0, 2, 3)).view(-1, 1, 1),
+            maps.pow(2).mean(dim=(0, 2, 3)).view(-1, 1, 1),
+        )
 
     @torch.no_grad()
     def update(self, maps: torch.Tensor) -> None:
         """``maps`` (B, n_maps, H, W) of normal images; nothing happens when B is 0."""
         if maps.shape[0] == 0:
             return
-        maps = upsample_to(maps.float(), self.mean.shape[-2:])
+        mean, square = self._moments(maps)
         rate = max(self.momentum, 1.0 / (int(self.updates) + 1))
-        self.mean.lerp_(maps.mean(dim=0), rate)
-        self.square.lerp_(maps.pow(2).mean(dim=0), rate)
+        self.mean.lerp_(mean, rate)
+        self.square.lerp_(square, rate)
         self.updates += 1
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[torch.Tensor]) -> None:
+        """Replace the statistics by the exact mean and square of every map in ``batches``
+        ((B, n_maps, H, W) each, of normal images), weighted by image."""
+        total, mean, square = 0, torch.zeros_like(self.mean), torch.zeros_like(self.square)
+        for maps in batches:
+            batch_mean, batch_square = self._moments(maps)
+            total += maps.shape[0]
+            mean += (batch_mean - mean) * maps.shape[0] / total
+            square += (batch_square - square) * maps.shape[0] / total
+        if total:
+            self.mean.copy_(mean)
+            self.square.copy_(square)
+            self.updates.fill_(total)
 
     def normalise(self, maps: torch.Tensor) -> torch.Tensor:
         std = (self.square - self.mean.pow(2)).clamp_min(0).sqrt()

@@ -10,10 +10,12 @@ map is the mean of the branch maps, each normalised by its running statistics on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pagmfr.config import Config
@@ -30,7 +32,7 @@ from pagmfr.models.base import AnomalyMethod, Prediction
 from pagmfr.models.common import (
     ConvBlock,
     ImageDecoder,
-    PixelStats,
+    MapStats,
     smooth_and_score,
     upsample_to,
 )
@@ -109,8 +111,9 @@ class FeatureFusion(nn.Module):
 
 
 class AnomalyCalculator(nn.Module):
-    """Branch maps (feature cosine distances per scale; CIELAB and 1 - SSIM between x~ and x^)
-    plus the fused features, turned into anomaly logits at input resolution by 1x1 convs."""
+    """Branch maps (feature cosine distances per scale; CIELAB and 1 - SSIM between x~ and x^;
+    the patch memory's distances) plus the fused features, turned into anomaly logits at input
+    resolution by 1x1 convs over the z-scored maps."""
 
     def __init__(
         self,
@@ -121,15 +124,19 @@ class AnomalyCalculator(nn.Module):
         learned: bool,
         knn: bool = False,
         pixel_stats: int = 0,
-        residual: bool = False,
-        mlp: bool = True,
+        head_form: str = "residual",
+        evidence_in_map: bool = False,
     ):
         """``pixel_stats``: the map size (square) for per-pixel statistics; 0: global.
-        ``residual``: logits = a 1x1 conv of the z-scored maps, initialised to their mean, + the
-        MLP, whose output layer is zero-initialised."""
+        ``head_form`` (a learned head): mlp, an MLP of the z-scored maps and fused features;
+        residual, a 1x1 conv of the z-scored maps initialised to their mean plus that MLP with
+        its output layer at zero; linear, the 1x1 conv alone; gated, the z-scored maps weighted
+        per pixel by positive weights the MLP predicts (starting as their mean) plus a learned
+        offset. ``evidence_in_map`` (a learned head and ``knn``): the map is the head's output
+        plus the patch memory's distances, each z-scored on normal training samples."""
         super().__init__()
         self.branches = branches
-        self.learned = learned
+        self.head_form = head_form if learned else None
         n_maps = (
             (n_scales if branches in ("feature", "both") else 0)
             + (2 if branches in ("image", "both") else 0)
@@ -137,37 +144,39 @@ class AnomalyCalculator(nn.Module):
         )
         self.reduce = nn.Conv2d(fused_channels, hidden, 1) if fused_channels else None
         inputs = n_maps + (hidden if fused_channels else 0)
+        outputs = n_maps if head_form == "gated" else 1
         self.head = (
             nn.Sequential(
                 nn.Conv2d(inputs, hidden, 1),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(hidden, hidden, 1),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(hidden, 1, 1),
+                nn.Conv2d(hidden, outputs, 1),
             )
-            if learned and mlp
+            if learned and head_form != "linear"
             else None
         )
+        if self.head is not None and head_form in ("residual", "gated"):
+            nn.init.zeros_(self.head[-1].weight)  # the untrained head is the mean of the maps
+            nn.init.zeros_(self.head[-1].bias)
         self.linear = None
-        if learned and (residual or not mlp):
-            if self.head is not None:
-                nn.init.zeros_(self.head[-1].weight)
-                nn.init.zeros_(self.head[-1].bias)
+        if learned and head_form in ("residual", "linear"):
             self.linear = nn.Conv2d(n_maps, 1, 1)  # starts as the mean of the z-scored maps
             nn.init.constant_(self.linear.weight, 1.0 / n_maps)
             nn.init.zeros_(self.linear.bias)
-        # Running mean/std of each branch map on training images: the normalisation of the
-        # unsupervised map, updated like batch-norm statistics.
-        self.register_buffer("map_mean", torch.zeros(n_maps))
-        self.register_buffer("map_std", torch.ones(n_maps))
-        self.momentum = 0.1
-        self.pixel = PixelStats(n_maps, pixel_stats) if pixel_stats else None
+        self.gate_bias = self.offset = None
+        if learned and head_form == "gated":
+            self.gate_bias = nn.Parameter(torch.zeros(n_maps))  # softplus(0) = log 2 each
+            self.offset = nn.Parameter(torch.zeros(1))
+        # Running mean/std of each branch map on normal training samples (per map, or per map
+        # and pixel): the head sees z-scores, and the unsupervised map is their mean.
+        self.stats = MapStats(n_maps, pixel_stats or None)
+        # The head's output and the patch memory's raw distances on normal training samples.
+        self.fusion_stats = MapStats(2) if evidence_in_map and learned and knn else None
 
     def normalise(self, maps: torch.Tensor) -> torch.Tensor:
         """z-scores of the branch maps with the running statistics (global or per pixel)."""
-        if self.pixel is not None:
-            return self.pixel.normalise(maps)
-        return (maps - self.map_mean.view(1, -1, 1, 1)) / self.map_std.view(1, -1, 1, 1)
+        return self.stats.normalise(maps)
 
     def branch_maps(
         self,
@@ -195,29 +204,40 @@ class AnomalyCalculator(nn.Module):
     def forward(
         self, maps: torch.Tensor, fused: torch.Tensor | None, normal: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``normal``: a (B,) bool selector of the samples the running statistics may learn
-        from (None: all of them)."""
+        """The logits (B, 1, H, W). ``normal``: a (B,) bool selector of the samples the running
+        statistics may learn from (None: all of them)."""
         if self.training:
-            with torch.no_grad():
-                seen = maps if normal is None else maps[normal]
-                if self.pixel is not None:
-                    self.pixel.update(seen)
-                elif seen.shape[0] > 0:
-                    mean, std = seen.mean(dim=(0, 2, 3)), seen.std(dim=(0, 2, 3)).clamp_min(1e-6)
-                    self.map_mean.lerp_(mean.to(self.map_mean), self.momentum)
-                    self.map_std.lerp_(std.to(self.map_std), self.momentum)
+            self.stats.update(maps if normal is None else maps[normal])
         normalised = self.normalise(maps)
-        if not self.learned:
+        if self.head_form is None:
             return normalised.mean(dim=1, keepdim=True)
-        if self.head is None:  # linear head
+        if self.head_form == "linear":
             return self.linear(normalised)
         inputs = [normalised]  # branch maps differ in scale by 100x: the head sees z-scores
         if self.reduce is not None:
             inputs.append(upsample_to(self.reduce(fused), maps.shape[-2:]))
-        logits = self.head(torch.cat(inputs, dim=1))
+        out = self.head(torch.cat(inputs, dim=1))
+        if self.head_form == "gated":
+            weights = F.softplus(out + self.gate_bias.view(1, -1, 1, 1)) / (
+                math.log(2) * normalised.shape[1]
+            )
+            return (weights * normalised).sum(dim=1, keepdim=True) + self.offset
         if self.linear is not None:
-            logits = logits + self.linear(normalised)
-        return logits
+            out = out + self.linear(normalised)
+        return out
+
+    def anomaly_values(
+        self, output: torch.Tensor, maps: torch.Tensor, normal: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The unsmoothed map from the head's ``output``: itself, or with ``evidence_in_map``
+        that output plus the patch memory's distances (the last of the raw branch ``maps``),
+        each z-scored with its mean and std on the normal training samples."""
+        if self.fusion_stats is None:
+            return output
+        pair = torch.cat([output, maps[:, -1:].float()], dim=1)
+        if self.training:
+            self.fusion_stats.update((pair if normal is None else pair[normal]).detach())
+        return self.fusion_stats.normalise(pair).sum(dim=1, keepdim=True)
 
 
 @dataclass
@@ -225,7 +245,9 @@ class PAGMFROutput:
     """Everything one forward pass computes; the loss needs more of it than prediction."""
 
     logits: torch.Tensor  # (B, 1, H, W); z-scored branch mean when unsupervised
-    anomaly_map: torch.Tensor  # (B, 1, H, W), smoothed sigmoid of the logits (or the logits)
+    #: (B, 1, H, W): the smoothed logits (or their sigmoid), with the patch memory's evidence
+    #: added under ``anomaly.map_fusion=head+knn``
+    anomaly_map: torch.Tensor
     score: torch.Tensor  # (B,)
     reconstruction: torch.Tensor  # x^, (B, 3, H, W)
     features: list[torch.Tensor]  # backbone features of the input
@@ -273,8 +295,8 @@ class PAGMFR(AnomalyMethod):
             learned,
             knn=anomaly.knn,
             pixel_stats=config.data.image_size if anomaly.map_norm == "pixel" else 0,
-            residual=anomaly.head_form == "residual",
-            mlp=anomaly.head_form != "linear",
+            head_form=anomaly.head_form,
+            evidence_in_map=anomaly.map_fusion == "head+knn",
         )
         self.memory = PatchMemory() if anomaly.knn else None
         self._knn_scales = [self.backbone.layers.index(layer) for layer in anomaly.knn_layers]
@@ -330,10 +352,12 @@ class PAGMFR(AnomalyMethod):
             images, reconstruction, features, reconstructed, self.knn_map(features, exclude)
         )
         anomaly = self.config.anomaly
-        logits = self.calculator(maps, fused, normal if anomaly.map_stats == "normal" else None)
+        normal = normal if anomaly.map_stats == "normal" else None
+        logits = self.calculator(maps, fused, normal)
         values = logits.float()
         if anomaly.map_output == "sigmoid":
             values = torch.sigmoid(values)
+        values = self.calculator.anomaly_values(values, maps, normal)
         anomaly_map, score = smooth_and_score(values, anomaly)
         return PAGMFROutput(logits, anomaly_map, score, reconstruction, features, reconstructed)
 
@@ -359,7 +383,7 @@ class PAGMFR(AnomalyMethod):
         feature = feature_distillation_loss(output.reconstructed, clean_features)
         parts = {"image_mse": mse, "image_ssim": ssim_term, "feature": feature}
         total = weights.image_mse * mse + weights.image_ssim * ssim_term + weights.feature * feature
-        if self.calculator.learned:
+        if self.calculator.head_form is not None:
             parts["focal"] = focal_loss(
                 output.logits, batch["mask"], weights.focal_gamma, weights.focal_alpha
             )

@@ -97,6 +97,7 @@ def _notes(selection: Selection) -> list[str]:
     versions = ", ".join(f"{v} ({n} runs)" for v, n in selection.code_versions.items())
     label = "Code versions (mixed on request)" if len(selection.code_versions) > 1 else "Code"
     notes.append(f"{label}: {versions}.")
+    notes.append(f"Tested epoch: {selection.protocol}.")
     if selection.other_runs:
         notes.append(
             f"{selection.other_runs} finished run(s) of another config or code under the same "

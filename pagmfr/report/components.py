@@ -30,6 +30,8 @@ class ComponentTable:
     scale: float
     decimals: int
     test_over: str
+    #: Which epoch the runs tested (their selection protocol), in words.
+    protocol: str = ""
 
     def cell(self, variant: str, metric: str) -> ComponentCell:
         """The (variant, metric) cell."""
@@ -55,4 +57,5 @@ def component_table(tables: list[MetricTable], categories: int, seeds: list[int]
         first.scale,
         first.decimals,
         first.test_over,
+        first.protocol,
     )

@@ -137,7 +137,8 @@ def metric_table(table: MetricTable, label: str) -> str:
         f"{esc(metric_name(table.metric))}{unit} per category: mean $\\pm$ sample std over "
         "seeds; bold: best per category; All: mean over the categories, where "
         + _legend(table.tests, table.reference, table.test_over)
-        + ". Changes against the reference: see the component table."
+        + f". Tested epoch: {esc(table.protocol)}."
+        + " Changes against the reference: see the component table."
     )
     blocks = [_block(table, name, columns) for name, columns in _blocks(table)]
     tag = f"{label}-{table.metric}"
@@ -165,7 +166,8 @@ def components(table: ComponentTable, label: str) -> str:
     caption = (
         f"Component ablation ({unit}): mean over {table.categories} categories $\\pm$ sample "
         f"std over {len(table.seeds)} seed(s); bold: best per metric; $\\Delta$: change against "
-        f"{esc(table.reference)}; " + _legend(tests, table.reference, table.test_over) + "."
+        f"{esc(table.reference)}; " + _legend(tests, table.reference, table.test_over) + ". "
+        f"Tested epoch: {esc(table.protocol)}."
     )
     columns = 2 * len(table.metrics)
     groups = " & ".join(rf"\multicolumn{{2}}{{c}}{{{esc(metric_name(m))}}}" for m in table.metrics)

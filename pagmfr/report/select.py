@@ -33,6 +33,13 @@ class Missing:
     error: str = ""
 
 
+def protocol_text(protocols: Mapping[str, int]) -> str:
+    """The tested epochs' protocol as a caption states it; several are named with counts."""
+    if len(protocols) == 1:
+        return next(iter(protocols))
+    return "mixed: " + "; ".join(f"{p} ({n} runs)" for p, n in protocols.items())
+
+
 @dataclass
 class Selection:
     """The runs a report uses: one finished run per cell (``kept``), in the declared order."""
@@ -49,8 +56,15 @@ class Selection:
     other_runs: int = 0
     #: Code versions of the kept runs, with how many runs each.
     code_versions: dict[str, int] = field(default_factory=dict)
+    #: Selection protocols of the kept runs (which epoch each tested), with how many runs each.
+    protocols: dict[str, int] = field(default_factory=dict)
     #: Whether the cells came from the grid the study declared.
     declared: bool = False
+
+    @property
+    def protocol(self) -> str:
+        """Which epoch the kept runs tested, in words (see :func:`protocol_text`)."""
+        return protocol_text(self.protocols)
 
 
 def _column(runs: pd.DataFrame, name: str) -> pd.Series:
@@ -147,6 +161,7 @@ def select_runs(
         duplicates_dropped=dropped,
         other_runs=len(paired) - len(kept) - dropped,
         code_versions=_versions(kept),
+        protocols=_column(kept, "selection").replace("", "not recorded").value_counts().to_dict(),
         declared=bool(grid),
     )
     if len(selection.code_versions) > 1 and not mix_code_versions:

@@ -70,6 +70,8 @@ class MetricTable:
     scale: float = 100.0
     decimals: int = 1
     test_over: str = "categories"
+    #: Which epoch the runs tested (their selection protocol), in words.
+    protocol: str = ""
 
     def row(self, label: str) -> Row | None:
         """The row named ``label`` (a category or a group mean), if any."""
@@ -186,7 +188,9 @@ def build_table(
     for test in tests:
         if overall is not None and overall.values.get(test.variant) is not None:
             overall.values[test.variant].mark = test.mark
-    return MetricTable(metric, variants, reference, rows, tests, scale, decimals, test_over)
+    return MetricTable(
+        metric, variants, reference, rows, tests, scale, decimals, test_over, selection.protocol
+    )
 
 
 def _pairs(

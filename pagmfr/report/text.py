@@ -62,7 +62,8 @@ def scale_note(table: MetricTable) -> str:
     """What a metric table's cells mean."""
     return (
         f"{metric_name(table.metric)} ({unit(table.scale)}): mean ± sample std over seeds; "
-        f"bold: best in the row; (±x): change against {table.reference}."
+        f"bold: best in the row; (±x): change against {table.reference}. "
+        f"Tested epoch: {table.protocol}."
     )
 
 

@@ -22,8 +22,8 @@ QUICK_TRAINING: dict[str, Any] = {
 SMOKE_TRAINING: dict[str, Any] = {**QUICK_TRAINING, "train.epochs": 2}
 
 #: The demo's training: random backbone weights (all an offline machine has), 96 px, 25 epochs
-#: of batch 8, about 100 CPU-seconds per PAGMFR cell. PAGMFR needs its epochs: its test
-#: metrics dip in the first epochs and recover after about half of them (README, "Quality").
+#: of batch 8, about a CPU-minute per PAGMFR cell, tested at the epoch of its best validation
+#: AU-PRO (the default selection protocol).
 DEMO_TRAINING: dict[str, Any] = {
     "data.image_size": 96,
     "train.batch_size": 8,

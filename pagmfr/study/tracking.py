@@ -22,6 +22,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from pagmfr.config import selection_of
 from pagmfr.provenance import code_version
 from pagmfr.report.load import GRID_FILE
 from pagmfr.study.cells import cell_name
@@ -135,6 +136,7 @@ class StudyTracker:
             "category": spec["category"],
             "kind": spec["kind"],
             "seed": str(spec["seed"]),
+            "selection": selection_of(spec["config"]),
             "cell_key": spec["key"],
             "config_key": spec.get("config_key", ""),
             "data_fingerprint": spec["fingerprint"],
