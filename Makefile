@@ -25,8 +25,10 @@ demo: $(VENV)/.installed
 		--storage-path runs/demo/study --tracking-uri sqlite:///runs/demo/mlflow.db
 	$(BIN)/pagmfr report --study demo --tracking-uri sqlite:///runs/demo/mlflow.db --out runs/demo/report
 	cat runs/demo/report/components.md
+	$(BIN)/pagmfr demo --check-table runs/demo/report/components.md --readme README.md
 
 test: $(VENV)/.installed-test
+	tests/install_packages.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-test

@@ -69,9 +69,9 @@ if [[ -n "$venv" ]]; then
 fi
 
 # ---- 3. pagmfr ----
-# Built without isolation, with the environment's setuptools (70.1 builds wheels on its own; a
-# newer one already installed is kept): an isolated build would download setuptools on every
-# node, at every `ray up`.
-"$python" -m pip install --quiet "setuptools>=70.1"
+# Built without isolation, with the environment's setuptools (77 reads the SPDX license and
+# builds wheels on its own; a newer one already installed is kept): an isolated build would
+# download setuptools on every node, at every `ray up`.
+"$python" -m pip install --quiet "setuptools>=77"
 "$python" -m pip install --quiet --no-build-isolation -e "$repo[cluster]"
 "$python" -c "import pagmfr, ray; print('pagmfr', pagmfr.__version__, 'with ray', ray.__version__)"

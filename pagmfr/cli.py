@@ -106,13 +106,14 @@ def _print_metrics(metrics: dict, out: Path) -> None:
     for key in TEST_METRICS:
         print(f"{key:<14} {metrics[key]:.4f}")
     print(
-        f"selected on {metrics['selection']} (epoch {metrics['best_epoch'] + 1}); "
+        f"epoch {metrics['best_epoch'] + 1} tested ({metrics['selection_protocol']}); "
         f"written to {out / 'metrics.json'}"
     )
 
 
 def _report(args: argparse.Namespace) -> int:
     from pagmfr.report import report_folders, report_study
+    from pagmfr.report.load import default_tracking_uri
 
     options = {
         "metrics": _split(args.metrics),
@@ -127,7 +128,8 @@ def _report(args: argparse.Namespace) -> int:
     if args.folders:
         report = report_folders(args.folders, args.out, **options)
     elif args.study:
-        report = report_study(args.tracking_uri, args.study, args.out, **options)
+        uri = args.tracking_uri or default_tracking_uri()
+        report = report_study(uri, args.study, args.out, **options)
     else:
         raise ValueError("give --study NAME (with --tracking-uri) or one or more training folders")
     print(
@@ -154,10 +156,23 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from pagmfr.demo import run_demo
+def _study_status(args: argparse.Namespace) -> int:
+    from pagmfr.report.load import default_tracking_uri
+    from pagmfr.study.status import study_status
 
-    run_demo(Path(args.out))
+    status = study_status(args.tracking_uri or default_tracking_uri(), args.name)
+    print(status.render(), end="")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pagmfr.demo import readme_drift, run_demo
+
+    if args.check_table is None:
+        run_demo(Path(args.out))
+        return 0
+    drift = readme_drift(args.check_table, args.readme)
+    print(f"warning: {drift}" if drift else f"the demo's table matches {args.readme}")
     return 0
 
 
@@ -169,6 +184,13 @@ def _command(commands, name: str, **kwargs) -> argparse.ArgumentParser:
     command = commands.add_parser(name, **kwargs)
     command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return command
+
+
+def _tracking_uri_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--tracking-uri",
+        help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "folders", nargs="*", help="stand-alone `pagmfr train` folders (metrics.json)"
     )
-    report.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    _tracking_uri_option(report)
     report.add_argument("--study", help="the study's name (its MLflow experiment)")
     report.add_argument("--metrics", default="image_auroc,pixel_auroc,au_pro")
     report.add_argument(
@@ -283,8 +305,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True)
     report.set_defaults(run=_report)
 
+    study = commands.add_parser("study", help="studies recorded in MLflow")
+    study_commands = study.add_subparsers(dest="study_command", required=True)
+    status = _command(
+        study_commands, "status", help="every declared cell: finished, running, failed, missing"
+    )
+    status.add_argument("name", help="the study's name (its MLflow experiment)")
+    _tracking_uri_option(status)
+    status.set_defaults(run=_study_status)
+
     demo = _command(commands, "demo", help="the quickstart's main job on the embedded data")
     demo.add_argument("--out", default="runs/demo")
+    demo.add_argument(
+        "--check-table",
+        type=Path,
+        metavar="COMPONENTS_MD",
+        help="instead: compare a demo report's components.md with the README's table",
+    )
+    demo.add_argument("--readme", type=Path, default=Path("README.md"))
     demo.set_defaults(run=_demo)
     return parser
 

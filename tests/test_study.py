@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import mlflow
@@ -18,9 +19,11 @@ from pagmfr.provenance import PACKAGE_DIR
 from pagmfr.report import report_study
 from pagmfr.study import StudyOptions, load_best_config, run_ablation, run_hpo, start_local_ray
 from pagmfr.study.presets import SMOKE_TRAINING as QUICK
+from pagmfr.study.status import study_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
+METRICS = ("image_auroc", "pixel_auroc", "au_pro", "pixel_f1_max", "val_au_pro")
 VARIANTS = {"full model": {}, "w/o MFFM": {"fusion.mode": "none"}}
 #: A study script run as a subprocess starts its own Ray: without an address it would join
 #: any cluster that `ray start` left on this machine (another test's, on a shared machine).
@@ -124,6 +127,31 @@ def test_a_cell_with_a_bad_image_fails_alone_with_its_real_cause(tmp_path):
         f"ImageReadError: {textures / '005.png'}: not a readable image (empty, "
         "truncated or not an image file); replace it with a valid PNG"
     )
+    # `pagmfr study status`, reading $MLFLOW_TRACKING_URI as every pagmfr command does
+    status = subprocess.run(
+        [sys.executable, "-m", "pagmfr.cli", "study", "status", "broken"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MLFLOW_TRACKING_URI": options.tracking_uri},
+    )
+    assert status.returncode == 0, status.stderr
+    assert "2 cells: 1 finished, 0 running, 1 failed" in status.stdout
+    assert f"FAILED       own textures / brick / seed 0: {cause.strip()}" in status.stdout
+    assert "own textures" in status.stdout and "!0/1" in status.stdout
+
+
+def test_a_cell_trained_twice_through_the_study_path_gives_identical_metrics(tmp_path):
+    """Two studies, separate storage and stores, the same cell: the same numbers (CPU)."""
+    base = Config().with_overrides({**QUICK, "train.epochs": 1})
+    measured = []
+    for attempt in ("first", "second"):
+        (tmp_path / attempt).mkdir()
+        options = _options(tmp_path / attempt, name=f"twice-{attempt}")
+        assert run_ablation(base, {"full model": {}}, ["coins"], [0], options).trained == 1
+        runs = _cell_runs(options.tracking_uri, f"twice-{attempt}")
+        measured.append(runs[[f"metrics.{m}" for m in METRICS]].iloc[0].to_dict())
+    assert measured[0] == measured[1]
 
 
 def test_recording_to_a_real_mlflow_server_and_browsing_it_in_chromium(
@@ -136,6 +164,11 @@ def test_recording_to_a_real_mlflow_server_and_browsing_it_in_chromium(
     assert summary.trained == 1
     runs = _cell_runs(uri, "served")
     assert list(runs["status"]) == ["FINISHED"] and runs["metrics.au_pro"].notna().all()
+    status = study_status(uri, "served")  # from the server, as a laptop would
+    assert [(c.name, c.state) for c in status.cells] == [
+        ("full model / coins / seed 0", "finished")
+    ]
+    assert status.cells[0].metrics["au_pro"] == pytest.approx(runs.iloc[0]["metrics.au_pro"])
     client = mlflow.tracking.MlflowClient(uri)
     assert {a.path for a in client.list_artifacts(runs.iloc[0]["run_id"])} == {
         "heatmaps",
@@ -192,6 +225,9 @@ def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
     runs = _cell_runs(uri, "killed")
     finished_at_kill = set(runs.loc[runs["status"] == "FINISHED", "tags.cell_key"])
     assert finished_before <= finished_at_kill and len(finished_at_kill) < 4
+    status = study_status(uri, "killed")  # the driver died: its last records say how far
+    assert status.count("finished") == len(finished_at_kill) and len(status.cells) == 4
+    assert status.count("running") + status.count("missing") == 4 - len(finished_at_kill)
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, env=OWN_RAY)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

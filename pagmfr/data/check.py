@@ -74,13 +74,14 @@ class CheckReport:
         self.warnings = list(dict.fromkeys(self.warnings + other.warnings))
         self.splits += getattr(other, "splits", [])
 
-    def format(self) -> str:
-        """The counts, warnings and problems as the lines ``pagmfr data check`` prints."""
+    def format(self, per_defect: bool = True) -> str:
+        """The counts (per split, and per defect type unless ``per_defect`` is False),
+        warnings and problems as the lines ``pagmfr data check`` prints."""
         lines = [f"data root: {self.root}"]
         for summary in self.splits:
             total = sum(summary.images.values())
             lines.append(f"  {summary.category:<14} {summary.split:<10} {total:>5} images")
-            for defect, count in summary.images.items():
+            for defect, count in summary.images.items() if per_defect else ():
                 masks = "" if defect == GOOD else f", {summary.masks.get(defect, 0)} masks"
                 lines.append(f"    {defect:<24} {count:>5} images{masks}")
         if self.warnings:

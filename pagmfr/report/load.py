@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -11,15 +12,35 @@ from typing import Any
 import pandas as pd
 
 from pagmfr.categories import category_kind
+from pagmfr.config import selection_of
+from pagmfr.logs import environment
 
-COLUMNS = ["run_id", "variant", "method", "category", "kind", "seed", "status", "end_time", "error"]
+COLUMNS = [
+    "run_id",
+    "variant",
+    "method",
+    "category",
+    "kind",
+    "seed",
+    "status",
+    "end_time",
+    "error",
+    "selection",
+]
 #: Where a study's declared grid lives on its study run (an artifact: it outgrows a tag).
 GRID_FILE = "grid.json"
 #: Tags that say which cell, config and code a run belongs to (see pagmfr.study.cells).
 IDENTITY_TAGS = ("cell_key", "config_key", "code_version", "code_fingerprint")
 
 
-def _check_reachable(tracking_uri: str) -> None:
+def default_tracking_uri() -> str:
+    """Where MLflow records are read and written when a command (a study, ``pagmfr report``)
+    is given no ``--tracking-uri``: ``$MLFLOW_TRACKING_URI``, as MLflow itself reads it, else
+    ``mlflow.db`` in the current folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+
+
+def check_reachable(tracking_uri: str) -> None:
     """Fail fast and clearly: MLflow's own client retries an unreachable server for minutes,
     and silently creates an empty sqlite store at a mistyped path."""
     if tracking_uri.startswith(("http://", "https://")):
@@ -36,12 +57,13 @@ def _check_reachable(tracking_uri: str) -> None:
             raise FileNotFoundError(f"no MLflow store at {path} (from {tracking_uri})")
 
 
-def runs_from_mlflow(tracking_uri: str, study: str) -> pd.DataFrame:
-    """Every cell run of ``study`` (any status), with tags, params and metrics as columns."""
-    import mlflow
+def study_experiment(tracking_uri: str, study: str) -> tuple[Any, Any]:
+    """An ``MlflowClient`` of ``tracking_uri`` and the study's experiment, or a clear error:
+    the store is missing or unreachable (checked before a client would create an empty
+    sqlite file), or the study is not there (naming those that are)."""
     from mlflow.tracking import MlflowClient
 
-    _check_reachable(tracking_uri)
+    check_reachable(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(study)
     if experiment is None:
@@ -49,6 +71,14 @@ def runs_from_mlflow(tracking_uri: str, study: str) -> pd.DataFrame:
         raise ValueError(
             f"no study {study!r} in {tracking_uri}; studies there: {', '.join(names) or 'none'}"
         )
+    return client, experiment
+
+
+def runs_from_mlflow(tracking_uri: str, study: str) -> pd.DataFrame:
+    """Every cell run of ``study`` (any status), with tags, params and metrics as columns."""
+    import mlflow
+
+    _, experiment = study_experiment(tracking_uri, study)
     mlflow.set_tracking_uri(tracking_uri)
     raw = mlflow.search_runs(
         [experiment.experiment_id], filter_string="tags.role = 'cell'", max_results=100_000
@@ -72,6 +102,7 @@ def runs_from_mlflow(tracking_uri: str, study: str) -> pd.DataFrame:
         k if isinstance(k, str) and k else category_kind(c)
         for k, c in zip(runs["kind"], runs["category"], strict=True)
     ]
+    runs["selection"] = _protocols(raw)
     for tag in IDENTITY_TAGS:
         runs[tag] = raw.get(f"tags.{tag}", pd.Series(index=raw.index, dtype=object))
     metrics = raw[[c for c in raw.columns if c.startswith("metrics.")]].rename(
@@ -79,6 +110,15 @@ def runs_from_mlflow(tracking_uri: str, study: str) -> pd.DataFrame:
     )
     extra = raw[[c for c in raw.columns if c.startswith(("params.", "tags."))]]
     return pd.concat([runs, metrics, extra], axis=1)
+
+
+def _protocols(raw: pd.DataFrame) -> list[str]:
+    """Each run's selection protocol in words, from its params (a config of any version)."""
+    keys = [c for c in raw.columns if c.startswith("params.validation.")]
+    return [
+        selection_of({k.removeprefix("params."): v for k, v in row.items() if isinstance(v, str)})
+        for row in raw[keys].to_dict("records")
+    ]
 
 
 def grid_from_mlflow(tracking_uri: str, study: str) -> dict[str, Any] | None:
@@ -91,7 +131,10 @@ def grid_from_mlflow(tracking_uri: str, study: str) -> dict[str, Any] | None:
     parents = client.search_runs([experiment.experiment_id], "tags.role = 'study'", max_results=1)
     if not parents or "grid" not in parents[0].data.tags:
         return None
-    with tempfile.TemporaryDirectory() as folder:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
+    ):
         path = client.download_artifacts(parents[0].info.run_id, GRID_FILE, folder)
         return json.loads(Path(path).read_text())
 
@@ -144,6 +187,7 @@ def runs_from_folders(folders: list[str | Path]) -> pd.DataFrame:
             "status": "FINISHED",
             "end_time": path.stat().st_mtime,
             "error": None,
+            "selection": record.get("selection_protocol") or selection_of(config),
         }
         row.update(
             {

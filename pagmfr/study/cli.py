@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pagmfr.config import Config, parse_set_arguments
 from pagmfr.errors import report_error
+from pagmfr.report.load import default_tracking_uri
 from pagmfr.study.presets import (
     DEMO_TRAINING,
     PAPER_TRAINING,
@@ -48,7 +48,7 @@ def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.Argumen
     parser.add_argument("--name", help="study name: MLflow experiment and storage folder")
     parser.add_argument(
         "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+        default=default_tracking_uri(),
         help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; "
         "http://HEAD:5000 on a cluster)",
     )
@@ -83,6 +83,12 @@ def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.Argumen
         "--keep-checkpoints", action="store_true", help="store best checkpoints in MLflow"
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument(
+        "--verbose",
+        action="count",
+        default=0,
+        help="Ray Tune's own status tables too (-vv: its trial results as well)",
+    )
     return parser
 
 
@@ -134,6 +140,7 @@ def _options(args: argparse.Namespace, default_name: str, preset: Preset):
         keep_checkpoint=args.keep_checkpoints,
         cells_path=args.cells_path,
         keep_old_results=getattr(args, "keep_old_results", False),
+        verbose=min(args.verbose, 2),
     )
 
 

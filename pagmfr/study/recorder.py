@@ -33,7 +33,8 @@ def _numbers(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _error_text(trial) -> str:
+def trial_error(trial) -> str:
+    """The error a failed trial left (its traceback), or a note that it left none."""
     path = trial.error_file
     if path and Path(path).is_file():
         return Path(path).read_text()
@@ -157,7 +158,7 @@ class MLflowRecorder(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         """Mark the run FAILED with the trial's error."""
-        error = _error_text(trial)
+        error = trial_error(trial)
         self._write(lambda: self.tracker.fail(self._run(trial), error))
         self.failed.append(self.spec_of(trial.config)["key"])
 

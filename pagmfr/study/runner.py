@@ -22,12 +22,13 @@ from pagmfr.config import Config
 from pagmfr.data.pipeline import checked_data_root
 from pagmfr.engine import TEST_METRICS
 from pagmfr.files import require_plain_name
-from pagmfr.logs import log
+from pagmfr.logs import environment, log
 from pagmfr.models.registry import MethodSpec, user_methods
 from pagmfr.provenance import code_version
 from pagmfr.study import storage
 from pagmfr.study.cells import Cell, SearchPlan, ablation_cells, describe_overrides
 from pagmfr.study.presets import GpusPerTrial
+from pagmfr.study.progress import StudyProgress
 from pagmfr.study.recorder import MLflowRecorder
 from pagmfr.study.tracking import StudyTracker
 from pagmfr.study.trainable import METRICS, TrialContext, run_cell
@@ -57,7 +58,9 @@ class StudyOptions:
     cells_path: str | None = None
     #: Count cells finished with older code as done; by default they are retrained.
     keep_old_results: bool = False
-    verbose: int = 1
+    #: Ray Tune's own console output: 0 none (the study prints a line per cell and a progress
+    #: bar), 1 its status tables, 2 its trial results too.
+    verbose: int = 0
 
     def __post_init__(self) -> None:
         require_plain_name(self.name, "study name")  # it names folders under the storage path
@@ -217,8 +220,10 @@ def _tuner(
     spec_of,
     tune_config,
     experiment: str,
+    total: int,
     plan: SearchPlan | None = None,
 ) -> tuple[tune.Tuner, MLflowRecorder]:
+    """The Tuner of a study's ``total`` trials, recording to MLflow and printing progress."""
     check_gpu_requests(options.gpus_per_trial, ray.cluster_resources().get("GPU", 0))
     recorder = MLflowRecorder(tracker, spec_of)
     context = TrialContext(
@@ -243,13 +248,34 @@ def _tuner(
         run_config=tune.RunConfig(
             name=experiment,
             storage_path=options.storage(),
-            callbacks=[recorder],
+            callbacks=[recorder, StudyProgress(total, spec_of)],
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Tune forces an experiment snapshot whenever a trial has checkpointed
+            # num_to_keep times since the last one: with 2 and checkpoints a minute apart
+            # (trainable.CHECKPOINT_SECONDS), its periodic snapshots come first.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=options.verbose,
         ),
     )
     return tuner, recorder
+
+
+def _fit(tuner: tune.Tuner, verbose: int) -> tune.ResultGrid:
+    """``tuner.fit()``, printing Tune's own output only at ``verbose`` 1 or more: its new
+    output engine prints an experiment banner even at verbosity 0, the legacy reporter prints
+    nothing at 0 (the study's own progress lines stand in for both)."""
+    if verbose:
+        return tuner.fit()
+    with environment(RAY_AIR_NEW_OUTPUT="0"):
+        return tuner.fit()
+
+
+def _where(options: StudyOptions) -> str:
+    """What each trial gets and where the study records, as the study's start says it."""
+    return (
+        f"  each trial: {options.cpus_per_trial:g} CPU, {options.gpus().describe()} GPU; "
+        f"MLflow: {options.tracking_uri}; storage: {options.storage()}"
+    )
 
 
 def _stale_cells(
@@ -388,6 +414,7 @@ def run_ablation(
         f"study {options.name}: {len(cells)} cells, {len(cells) - len(pending)} already finished, "
         f"{len(pending)} to run" + (f"; {code_changes}" if code_changes else "")
     )
+    log(_where(options))
     step = tracker.declare_grid(_grid(options.name, variants, cells, seeds, reused))
     if pending:
         init_ray()
@@ -406,8 +433,9 @@ def run_ablation(
                 trial_dirname_creator=lambda trial: trial.config["cell"]["key"],
             ),
             experiment=f"{options.name}-ablation",
+            total=len(pending),
         )
-        tuner.fit()
+        _fit(tuner, options.verbose)
         summary.trained = len(recorder.finished)
         summary.mlflow_outage = recorder.outage_report()
         summary.failed = [names[key] for key in recorder.failed]
@@ -468,6 +496,11 @@ def run_hpo(
     checked_data_root(base.data.root, categories)  # every problem, before anything is scheduled
     plan = SearchPlan(base, categories, seed)
     objective = f"{METRICS}/{metric}"  # the trainable's metrics, as Tune flattens them
+    log(
+        f"study {options.name}: {trials} trials of {len(categories)} categories each, "
+        f"objective mean {metric} ({base.validation.strategy} validation anomalies)"
+    )
+    log(_where(options))
     tracker = StudyTracker(
         options.tracking_uri, options.name, view_metrics=(f"best_{metric}", *TEST_METRICS)
     )
@@ -499,9 +532,10 @@ def run_hpo(
             max_concurrent_trials=options.max_concurrent_trials,
         ),
         experiment=f"{options.name}-hpo",
+        total=trials,
         plan=plan,
     )
-    results = tuner.fit()
+    results = _fit(tuner, options.verbose)
     best = results.get_best_result(metric=objective, mode="max", scope="all")
     overrides = plan.overrides(best.config)
     out = out or storage.join(options.storage(), options.name, "best_config.json")

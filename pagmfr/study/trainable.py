@@ -1,8 +1,9 @@
 """The Ray Tune trainable: one study cell (or HPO trial) through the engine's training loop.
 
-It reports every epoch, with a checkpoint every ``checkpoint_every`` epochs (so a trial on a
-lost node resumes from there on another), then evaluates the selected checkpoint on the test
-split and reports the test metrics with the artifacts the driver records in MLflow. A result
+It reports every epoch, with a checkpoint every ``checkpoint_every`` epochs and at most one a
+minute (so a trial on a lost node resumes from there on another), then evaluates the selected
+checkpoint on the test split and reports the test metrics with the artifacts the driver
+records in MLflow. A result
 is ``{"epoch": e, "metrics": {...}}``: the driver records ``metrics`` and nothing of Tune's.
 
 An HPO trial holds one cell per category of the search and trains them in lockstep: each
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from pagmfr.study.cells import SearchPlan, cell_dir
 
 #: Heatmaps copied into the final artifacts (a few per defect type).
 HEATMAPS_PER_DEFECT = 2
+#: The least time between two checkpoints of a trial (a lost node loses at most this much).
+CHECKPOINT_SECONDS = 60.0
 #: Where a result keeps the trainable's metrics (HPO's objective is "metrics/val_au_pro").
 METRICS = "metrics"
 
@@ -104,9 +108,13 @@ def _epoch_metrics(run: TrainingRun, epoch: int) -> dict[str, float]:
 
 
 def _train(cells: list[CellRun], every: int) -> None:
-    """Every cell's epochs in lockstep, with one Tune report (and every ``every`` epochs and
-    at the last, one checkpoint) per epoch."""
+    """Every cell's epochs in lockstep, with one Tune report per epoch and a checkpoint every
+    ``every`` epochs, at most one per ``CHECKPOINT_SECONDS`` and none at the last epoch (the
+    final result carries one): Tune snapshots the experiment whenever a trial has checkpointed
+    ``num_to_keep`` times since the last snapshot, so short epochs checkpointed every time
+    would snapshot it several times a second. Every cell keeps its ``last.pt`` each epoch."""
     _start(cells)
+    saved = time.monotonic()
     runs = [cell.run for cell in cells]
     resumed_from = max(run.start_epoch for run in runs)
     epochs = max(run.epochs for run in runs)
@@ -120,11 +128,13 @@ def _train(cells: list[CellRun], every: int) -> None:
         if resumed_from:  # shows in MLflow that an interrupted trial did not start over
             metrics["resumed_from_epoch"] = resumed_from
         result = {"epoch": epoch, METRICS: metrics}
-        if (epoch + 1) % every and epoch + 1 != epochs:
+        last = epoch + 1 == epochs  # the final result that follows carries a checkpoint
+        if (epoch + 1) % every or last or time.monotonic() - saved < CHECKPOINT_SECONDS:
             tune.report(result)
             continue
         with tempfile.TemporaryDirectory() as folder:
             tune.report(result, checkpoint=_checkpoint(cells, Path(folder)))
+        saved = time.monotonic()
 
 
 def _final_artifacts(cell: CellRun, folder: Path, keep_checkpoint: bool) -> None:
