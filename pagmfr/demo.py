@@ -44,10 +44,10 @@ def readme_drift(table: Path, readme: Path) -> str | None:
     ``readme`` as it is; else which rows are not. The demo is deterministic on a CPU, but
     another CPU's floating point may move a last digit: a difference is reported, not fatal."""
     rows = [line for line in table.read_text().splitlines() if line.startswith("|")]
-    text = readme.read_text()
-    missing = [row for row in rows if row not in text]
     if not rows:
         return f"{table} holds no table rows"
+    text = readme.read_text()
+    missing = [row for row in rows if row not in text]
     if not missing:
         return None
     return (

@@ -128,14 +128,24 @@ def grid_from_mlflow(tracking_uri: str, study: str) -> dict[str, Any] | None:
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(study)
+    return declared_grid(client, study_run(client, experiment))
+
+
+def study_run(client: Any, experiment: Any) -> Any:
+    """The study's own run (tag ``role=study``) in ``experiment``, or None."""
     parents = client.search_runs([experiment.experiment_id], "tags.role = 'study'", max_results=1)
-    if not parents or "grid" not in parents[0].data.tags:
+    return parents[0] if parents else None
+
+
+def declared_grid(client: Any, run: Any) -> dict[str, Any] | None:
+    """The grid on the study run ``run`` (None: no run, or one recorded without a grid)."""
+    if run is None or "grid" not in run.data.tags:
         return None
     with (
         tempfile.TemporaryDirectory() as folder,
         environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
     ):
-        path = client.download_artifacts(parents[0].info.run_id, GRID_FILE, folder)
+        path = client.download_artifacts(run.info.run_id, GRID_FILE, folder)
         return json.loads(Path(path).read_text())
 
 

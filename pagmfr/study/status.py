@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pagmfr.report.load import grid_from_mlflow, study_experiment
+from pagmfr.report.load import declared_grid, study_experiment, study_run
 from pagmfr.study.cells import cell_name
 from pagmfr.study.progress import HEADLINE, duration, last_line
 
@@ -112,14 +112,14 @@ def _grid_table(cells: list[CellStatus]) -> list[str]:
 def study_status(tracking_uri: str, study: str) -> StudyStatus:
     """The state of every cell the study last declared, from its MLflow records."""
     client, experiment = study_experiment(tracking_uri, study)
-    grid = grid_from_mlflow(tracking_uri, study)
+    parent = study_run(client, experiment)
+    grid = declared_grid(client, parent)
     if grid is None:
         raise ValueError(
             f"study {study!r} in {tracking_uri} has no declared grid (recorded by an older "
             "version): run the study again, or use `pagmfr report --study` on its runs"
         )
-    parents = client.search_runs([experiment.experiment_id], "tags.role = 'study'", max_results=1)
-    study_running = bool(parents) and parents[0].info.status == "RUNNING"
+    study_running = parent.info.status == "RUNNING"
     runs = client.search_runs(
         [experiment.experiment_id],
         "tags.role = 'cell'",
@@ -143,8 +143,8 @@ def _cell_status(cell: dict, run, study_running: bool) -> CellStatus:
         metrics = {k: v for k, v in run.data.metrics.items() if k in HEADLINE}
         return CellStatus(**identity, state="finished", seconds=seconds, metrics=metrics)
     if info.status == "FAILED":
-        error = last_line(run.data.tags.get("error", "")) if "error" in run.data.tags else ""
-        error = error or "no error recorded"
+        tags = run.data.tags
+        error = last_line(tags["error"]) if "error" in tags else "no error recorded"
         return CellStatus(**identity, state="failed", seconds=seconds, error=error)
     state = "running" if study_running else "interrupted"
     return CellStatus(**identity, state=state, seconds=seconds)
