@@ -18,7 +18,7 @@ import ray  # noqa: E402
 
 from pagmfr.config import Config  # noqa: E402
 from pagmfr.engine import train  # noqa: E402
-from pagmfr.study import StudyOptions, run_ablation, start_local_ray  # noqa: E402
+from pagmfr.study import StudyGrid, StudyOptions, run_ablation, start_local_ray  # noqa: E402
 from pagmfr.study.presets import QUICK_TRAINING  # noqa: E402
 
 QUICK = {**QUICK_TRAINING, "train.epochs": 1, "data.category": "brick"}
@@ -50,7 +50,7 @@ def main() -> None:
             verbose=0,
         )
         start = time.perf_counter()
-        summary = run_ablation(base, {"full model": {}}, ["brick"], seeds, options)
+        summary = run_ablation(StudyGrid(base, {"full model": {}}, ["brick"], seeds), options)
         study = time.perf_counter() - start
         ray.shutdown()
     assert summary.trained == args.trials, summary.describe()

@@ -224,7 +224,7 @@ def selection_comparison(results: list[dict], methods: list[str], families: list
 def main() -> None:
     from pagmfr.data import SYNTHETIC_CATEGORIES, list_categories
     from pagmfr.data.pipeline import SYNTHETIC, resolve_data_root
-    from pagmfr.models.registry import available_methods
+    from pagmfr.registry import available_methods
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=SYNTHETIC, help="an MVTec AD-layout root")

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from pagmfr.categories import MVTEC_AD_CATEGORIES
 from pagmfr.cli import main
 from pagmfr.config import Config
-from pagmfr.study.cells import cell_name
+from pagmfr.study.spec import cell_name
 
 VARIANTS = [
     "full model",

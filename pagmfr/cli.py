@@ -14,7 +14,11 @@ def _data_synth(args: argparse.Namespace) -> int:
     from pagmfr.data import check_dataset, make_synthetic_dataset
 
     out = make_synthetic_dataset(
-        args.out, categories=args.categories, image_size=args.image_size, seed=args.seed
+        args.out,
+        categories=args.categories,
+        image_size=args.image_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
     )
     print(check_dataset(out, args.categories).format())
     return 0
@@ -88,6 +92,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         device=args.device or "auto",
     )
     _print_metrics(metrics, Path(args.out))
+    if metrics["transfer_from"]:
+        print(
+            f"a transfer: trained on {metrics['transfer_from']}, tested on "
+            f"{metrics['config']['data.category']} (pagmfr report leaves it out of its tables "
+            "unless --include-transfers)"
+        )
     return 0
 
 
@@ -126,7 +136,9 @@ def _report(args: argparse.Namespace) -> int:
         "test_over": args.test_over,
     }
     if args.folders:
-        report = report_folders(args.folders, args.out, **options)
+        report = report_folders(
+            args.folders, args.out, include_transfers=args.include_transfers, **options
+        )
     elif args.study:
         uri = args.tracking_uri or default_tracking_uri()
         report = report_study(uri, args.study, args.out, **options)
@@ -136,6 +148,11 @@ def _report(args: argparse.Namespace) -> int:
         f"{len(report.tables)} table(s); {report.duplicates_dropped} duplicate run(s) dropped; "
         f"{len(report.missing)} missing cell(s)"
     )
+    if report.transfers_left_out:
+        print(
+            f"{report.transfers_left_out} transfer evaluation(s) left out (a checkpoint tested "
+            "on another category; --include-transfers reports them)"
+        )
     for path in report.files:
         print(f"  {path}")
     return 0
@@ -177,6 +194,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 DEBUG_HELP = "show the traceback of an error"
+PREDICT_OUTPUTS = (
+    "Writes a heatmap per image into --out, at the image's path under the folder that holds "
+    "every input, named <stem>_heatmap.png: test/good/000.png and test/crack/000.png give "
+    "good/000_heatmap.png and crack/000_heatmap.png, so two inputs never share an output "
+    "(images of one folder that share a stem, 000.png and 000.jpg, keep their extension: "
+    "000.png_heatmap.png). A folder stands for every image in it and its subfolders (hidden "
+    "ones skipped). scores.json lists each image, its heatmap and its score; maps.npz holds "
+    "the raw maps at model resolution."
+)
 
 
 def _command(commands, name: str, **kwargs) -> argparse.ArgumentParser:
@@ -206,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--categories", nargs="+", help="default: all embedded categories")
     synth.add_argument("--image-size", type=int, default=128)
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the categories already in OUT (default: refuse; others there are kept)",
+    )
     synth.set_defaults(run=_data_synth)
     check = _command(data_commands, "check", help="count images and masks, list every problem")
     check.add_argument("root", type=Path)
@@ -260,22 +291,41 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = _command(commands, "evaluate", help="test metrics of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, type=Path)
     evaluate.add_argument("--data")
-    evaluate.add_argument("--category")
+    evaluate.add_argument(
+        "--category",
+        help="test on another category than the checkpoint's: recorded as a transfer "
+        "(transfer_from: its training category), left out of `pagmfr report` by default",
+    )
     evaluate.add_argument("--out", required=True)
     evaluate.add_argument("--full-resolution", action="store_true")
     evaluate.add_argument("--device")
     evaluate.set_defaults(run=_evaluate)
 
-    predict = _command(commands, "predict", help="anomaly maps and scores for new images")
+    predict = _command(
+        commands,
+        "predict",
+        help="anomaly maps and scores for new images",
+        description=PREDICT_OUTPUTS,
+    )
     predict.add_argument("--checkpoint", required=True, type=Path)
-    predict.add_argument("images", nargs="+", type=Path)
+    predict.add_argument(
+        "images", nargs="+", type=Path, help="image files, or folders: every image in them"
+    )
     predict.add_argument("--out", required=True)
     predict.add_argument("--device")
     predict.set_defaults(run=_predict)
 
     report = _command(commands, "report", help="ablation tables from a study (or training folders)")
     report.add_argument(
-        "folders", nargs="*", help="stand-alone `pagmfr train` folders (metrics.json)"
+        "folders",
+        nargs="*",
+        help="stand-alone `pagmfr train` or `pagmfr evaluate` folders (metrics.json)",
+    )
+    report.add_argument(
+        "--include-transfers",
+        action="store_true",
+        help="with folders: also report evaluations of a checkpoint on another category than "
+        "it was trained on, each as a variant of its own (default: left out)",
     )
     _tracking_uri_option(report)
     report.add_argument("--study", help="the study's name (its MLflow experiment)")

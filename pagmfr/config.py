@@ -1,15 +1,16 @@
-"""One typed, validated config; every sweepable knob lives here once under a dotted key.
+"""One typed, validated config; every sweepable knob lives once under a dotted key.
 
 A trial's config is a flat dict (``{"loss.focal": 2.0, "fusion.mode": "add"}``): studies and
 ``--set key=value`` address knobs that way, and validation happens here, once, with errors that
-name the key and the allowed values. Each section checks its own fields (``checks()``); a
-method registered with its own settings (``register_model(..., settings=...)``) adds a section
-named after it, so ``rgpkd.topk`` lives in the RGPKD file, not here.
+name the key and the allowed values. This module holds the sections every method reads (data,
+generator, validation, backbone, the scoring keys ``anomaly.smoothing_sigma``... and train);
+each registered method brings its own settings (``register_model(..., settings=...)``), so
+``fusion.mode`` and ``rgpkd.topk`` live in the PAGMFR and RGPKD files, not here. Each section
+checks its own fields (``checks()``), each method its cross-field rules (``check_config``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 import types
@@ -17,8 +18,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
-from pagmfr.anomalies.settings import Check, GeneratorSettings
+from pagmfr import registry
+from pagmfr.anomalies.settings import GeneratorSettings
 from pagmfr.files import PLAIN_NAME, is_plain_name
+from pagmfr.scoring import ScoringSettings
+from pagmfr.settings import Check, SettingKey, build, failed_checks, keys_of, stages_check, value_at
 
 #: Seeds every generator accepts (numpy's legacy seeding takes 32 bits).
 MAX_SEED = 2**32 - 1
@@ -132,13 +136,6 @@ def selection_of(flat: dict[str, Any]) -> str:
     )
 
 
-def stages_check(name: str, layers: tuple[int, ...]) -> Check:
-    """ResNet stages: a non-empty increasing subset of 1-4."""
-    layers = list(layers)
-    increasing = bool(layers) and set(layers) <= {1, 2, 3, 4} and layers == sorted(set(layers))
-    return name, increasing, "must be increasing stages from 1-4, e.g. 1,2,3"
-
-
 @dataclass
 class BackboneConfig:
     """The frozen ResNet (``backbone.*``): architecture, weights spec, stages used."""
@@ -152,135 +149,6 @@ class BackboneConfig:
     def checks(self) -> list[Check]:
         """Each knob's constraint as (field, holds, requirement)."""
         return [stages_check("layers", self.layers)]
-
-
-@dataclass
-class MFRMConfig:
-    """PAGMFR's multi-scale feature reconstruction module (``mfrm.*``)."""
-
-    #: Which backbone scales enter the reconstruction decoder: all (a 1x1 lateral at every
-    #: scale, U-Net/FPN-like: shallow scales can pass a defect straight through to their
-    #: reconstruction) or deepest (the decoder starts from the deepest scale only and must
-    #: reconstruct the shallower ones from it).
-    skips: Literal["all", "deepest"] = "all"
-
-
-@dataclass
-class FusionConfig:
-    """PAGMFR's multi-scale feature fusion module (``fusion.*``)."""
-
-    #: MFFM: concat (channel concatenation + conv, as in the paper), add, or none (no module).
-    mode: Literal["concat", "add", "none"] = "concat"
-    channels: int = 64
-
-    def checks(self) -> list[Check]:
-        """Each knob's constraint as (field, holds, requirement)."""
-        return [("channels", self.channels >= 1, "must be >= 1")]
-
-
-@dataclass
-class AnomalyConfig:
-    """How maps become anomaly scores (``anomaly.*``): branches, head, smoothing, score."""
-
-    # The defaults of map_output, map_stats, map_norm and knn were chosen by measurement on
-    # the embedded dataset, those of head_form, map_fusion and knn_coreset on the real MVTec AD
-    # category at hand too (benchmarks/quality.py; README, "Quality").
-    #: Which maps feed the anomaly head: feature (cosine), image (CIELAB + SSIM), or both.
-    branches: Literal["feature", "image", "both"] = "both"
-    #: The learned head: auto (learned when training sees pseudo-anomalies, else the mean of
-    #: normalised branch maps), learned, or none.
-    head: Literal["auto", "learned", "none"] = "auto"
-    hidden: int = 32
-    #: Gaussian smoothing of the anomaly map (pixels at model resolution; 0: off).
-    smoothing_sigma: float = 4.0
-    #: Image score: max of the map, or mean of its top-k pixels ...
-    score: Literal["max", "topk"] = "max"
-    topk: int = 100
-    #: ... smoothed with this sigma first (pixels at model resolution; 0: unsmoothed, as
-    #: PatchCore scores its patches before smoothing): the reported map's smoothing_sigma
-    #: blurs a thin defect's peak into the normal texture's noise.
-    score_sigma: float = 0.0
-    #: PAGMFR's map (and so its score) before smoothing: the sigmoid of the head's logits, or
-    #: the logits themselves. The sigmoid saturates: many test images tie at a score of ~1.
-    map_output: Literal["sigmoid", "logits"] = "logits"
-    #: Which training samples the branch maps' running mean/std (their z-scoring) is gathered
-    #: on: all of them (half pseudo-anomalous by default), or only those left normal.
-    map_stats: Literal["all", "normal"] = "normal"
-    #: z-scoring per branch map with one mean/std each (global), or per map and pixel
-    #: position (pixel: removes position-bound offsets such as a decoder's border artefacts,
-    #: which every image shares; warm-started with cumulative averages, then updated like
-    #: batch-norm statistics).
-    map_norm: Literal["global", "pixel"] = "pixel"
-    #: The learned head: an MLP from the z-scored maps (and fused features) to the logits
-    #: (mlp), or a learned linear combination of the z-scored maps, starting as their mean,
-    #: plus that MLP with its last layer starting at zero (residual): an untrained head then
-    #: gives the unsupervised map, not a random projection of it, and training reweights the
-    #: maps and corrects it from there.
-    #: linear: that learned linear combination alone (no MLP; the fused features would have
-    #: no consumer, so no MFFM is built): the head can reweight its evidence, not invert it
-    #: through appearance features learned on the pseudo-anomalies.
-    #: gated: the z-scored maps weighted at each pixel by positive weights that the MLP
-    #: predicts from them and the fused features (starting as their mean), plus a learned
-    #: offset: the fused features decide where to trust which evidence, but cannot invent or
-    #: invert evidence.
-    #: Default linear, by measurement on real MVTec AD (transistor, 25 epochs): the residual
-    #: head's map fell from 0.93 to 0.84 pixel AUROC as it learned the pseudo-anomalies' look
-    #: (gated: to 0.62), the linear head's stayed at 0.86-0.89 (README, "Quality").
-    head_form: Literal["mlp", "residual", "linear", "gated"] = "linear"
-    #: Normal-feature evidence: one more branch map, the nearest-neighbour distance of the
-    #: input's patch features (PatchCore-style: 3x3-averaged frozen-backbone features of
-    #: ``knn_layers``, resized to the finest and concatenated) to those of the clean training
-    #: images, gathered once before training. A training image is scored against the other
-    #: training images only (leave-one-image-out), as an unseen test image will be.
-    knn: bool = True
-    #: The anomaly map when the head is learned and ``knn`` is on: the head's output alone
-    #: (head), or that output plus the patch memory's distances (as PatchCore scores them),
-    #: each z-scored with its mean and std on the normal training samples (head+knn). The head
-    #: learns from pseudo-anomalies, which real defects need not resemble, and the z-scored
-    #: evidence inside it loses the distances' ranking (per-pixel z-scores: AU-PRO 0.49 where
-    #: the distances give 0.60 on transistor): the evidence itself stays in the map.
-    map_fusion: Literal["head", "head+knn"] = "head+knn"
-    #: Backbone stages the patch features come from (must be among backbone.layers).
-    knn_layers: tuple[int, ...] = (2, 3)
-    #: Share of the training patches kept in memory (greedy k-centre coreset; 1: all): 10%, as
-    #: PatchCore's. Every training step compares its patches with the whole memory: keeping
-    #: all of them made a CPU epoch 4x as long (benchmarks/train_step.py).
-    knn_coreset: float = 0.1
-    #: At most this much memory (float32 entries; the coreset's greedy order is cut to fit),
-    #: which checkpoints carry.
-    knn_max_bank_mb: float = 64.0
-
-    def checks(self) -> list[Check]:
-        """Each knob's constraint as (field, holds, requirement)."""
-        return [
-            ("hidden", self.hidden >= 1, "must be >= 1"),
-            ("smoothing_sigma", self.smoothing_sigma >= 0.0, "must be >= 0"),
-            ("score_sigma", self.score_sigma >= 0.0, "must be >= 0"),
-            ("topk", self.topk >= 1, "must be >= 1"),
-            stages_check("knn_layers", self.knn_layers),
-            ("knn_coreset", 0.0 < self.knn_coreset <= 1.0, "must be in (0, 1]"),
-            ("knn_max_bank_mb", self.knn_max_bank_mb > 0, "must be > 0"),
-        ]
-
-
-@dataclass
-class LossConfig:
-    """Loss weights (``loss.*``): image reconstruction, features, focal."""
-
-    image_mse: float = 1.0
-    image_ssim: float = 1.0
-    feature: float = 1.0
-    focal: float = 1.0
-    focal_gamma: float = 2.0
-    #: Class weight of defective pixels; -1 turns weighting off (as in DRAEM): defects are sparse.
-    focal_alpha: float = -1.0
-
-    def checks(self) -> list[Check]:
-        """Each knob's constraint as (field, holds, requirement)."""
-        weights = ("image_mse", "image_ssim", "feature", "focal", "focal_gamma")
-        return [(name, getattr(self, name) >= 0.0, "must be >= 0") for name in weights] + [
-            ("focal_alpha", -1.0 <= self.focal_alpha <= 1.0, "must be in [-1, 1] (<0: off)")
-        ]
 
 
 @dataclass
@@ -317,50 +185,71 @@ class TrainConfig:
         ]
 
 
-#: The sections every config has, in their flat-key order; methods may add their own.
+#: The sections every config has, whichever method runs, in their flat-key order.
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "generator": GeneratorConfig,
     "validation": ValidationConfig,
     "backbone": BackboneConfig,
-    "mfrm": MFRMConfig,
-    "fusion": FusionConfig,
-    "anomaly": AnomalyConfig,
-    "loss": LossConfig,
+    "anomaly": ScoringSettings,
     "train": TrainConfig,
 }
 
-
-def _registry():
-    """The model registry, imported on use: the built-in methods register when
-    ``pagmfr.models`` is imported, and they import this module."""
-    from pagmfr.models import registry
-
-    return registry
+#: A flat key's owners: None for a shared section, else each method that declares it.
+Owners = list[tuple[str | None, SettingKey]]
 
 
-def _method_sections() -> dict[str, type]:
-    return _registry().method_sections()
+def _shared_keys() -> dict[str, Owners]:
+    return {
+        key: [(None, SettingKey((section, *where.path), where.hint, where.default))]
+        for section, cls in SECTIONS.items()
+        for key, where in keys_of(cls, section).items()
+    }
+
+
+_KEY_TABLE: tuple[int, dict[str, Owners]] = (-1, {})
+
+
+def key_table() -> dict[str, Owners]:
+    """Every flat key but ``method``: the shared sections', then each registered method's,
+    with where each lives. Rebuilt when a method registers."""
+    global _KEY_TABLE
+    generation = registry.generation()
+    if _KEY_TABLE[0] != generation:
+        table = _shared_keys()
+        for name, cls in registry.method_settings().items():
+            for key, where in keys_of(cls, name).items():
+                if key in table and table[key][0][0] is None:
+                    raise ValueError(
+                        f"method {name!r} declares {key}, a key every method shares; give "
+                        "its setting another key (pagmfr.settings.setting(..., key=...))"
+                    )
+                table.setdefault(key, []).append((name, where))
+        _KEY_TABLE = (generation, table)
+    return _KEY_TABLE[1]
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass
 class Config:
-    """A run's full configuration: fixed sections plus each registered method's own, built and
-    validated from dotted keys (:meth:`from_flat`, :meth:`with_overrides`)."""
+    """A run's full configuration: the shared sections plus each registered method's
+    settings, built and validated from dotted keys (:meth:`from_flat`,
+    :meth:`with_overrides`). ``config.rgpkd`` (``config.<method>``) reads a method's own."""
 
-    method: str = "pagmfr"
+    method: str = registry.DEFAULT_METHOD
     data: DataConfig = field(default_factory=DataConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    mfrm: MFRMConfig = field(default_factory=MFRMConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    #: The scoring keys every method reads (``anomaly.smoothing_sigma``, ``anomaly.score``...).
+    anomaly: ScoringSettings = field(default_factory=ScoringSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
-    #: The registered methods' own sections by name (``config.rgpkd`` reads one).
+    #: The registered methods' settings by method name.
     method_settings: dict[str, Any] = field(
-        default_factory=lambda: {name: cls() for name, cls in _method_sections().items()}
+        default_factory=lambda: {name: cls() for name, cls in registry.method_settings().items()}
     )
 
     def __getattr__(self, name: str) -> Any:
@@ -369,17 +258,22 @@ class Config:
             return settings[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def sections(self) -> dict[str, Any]:
-        """Every section by name: the fixed ones, then the registered methods' own."""
-        return {**{name: getattr(self, name) for name in SECTIONS}, **self.method_settings}
+    def _value(self, owner: str | None, where: SettingKey) -> Any:
+        root = self if owner is None else self.method_settings[owner]
+        return _plain(value_at(root, where.path))
 
-    def to_flat(self) -> dict[str, Any]:
-        """``{"loss.focal": 1.0, ...}`` with tuples as lists: JSON- and MLflow-friendly."""
+    def to_flat(self, own_method_only: bool = False) -> dict[str, Any]:
+        """``{"loss.focal": 1.0, ...}`` with tuples as lists: JSON- and MLflow-friendly. With
+        ``own_method_only``, the shared keys and the running method's own: everything that
+        can change its result (what a study cell is keyed on)."""
         flat: dict[str, Any] = {"method": self.method}
-        for name, section in self.sections().items():
-            for f in dataclasses.fields(section):
-                item = getattr(section, f.name)
-                flat[f"{name}.{f.name}"] = list(item) if isinstance(item, tuple) else item
+        for key, owners in key_table().items():
+            names = [owner for owner, _ in owners]
+            if self.method in names:
+                flat[key] = self._value(self.method, owners[names.index(self.method)][1])
+            elif not own_method_only or names == [None]:
+                owner, where = owners[0]
+                flat[key] = self._value(owner, where)
         return flat
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
@@ -396,57 +290,54 @@ class Config:
         """A validated config from dotted keys; missing keys keep their defaults, and keys of
         earlier versions (a checkpoint's config) are read as the choice they made."""
         flat = _upgraded(flat)
-        known = cls().to_flat()
-        for key in flat:
-            if key not in known:
-                raise ValueError(_unknown_key_message(key, known))
-        hints = _field_types()
-        values: dict[str, dict[str, Any]] = {}
-        method = "pagmfr"
+        table = key_table()
+        method = coerce("method", flat.get("method", registry.DEFAULT_METHOD), str)
+        values: dict[str | None, dict[tuple[str, ...], Any]] = {}
         for key, value in flat.items():
-            parsed = coerce(key, value, hints[key])
             if key == "method":
-                method = parsed
-            else:
-                section, name = key.split(".", 1)
-                values.setdefault(section, {})[name] = parsed
-        classes = {**SECTIONS, **_method_sections()}
-        built = {name: _build_section(name, classes[name], v) for name, v in values.items()}
-        fixed = {name: built.pop(name) for name in list(built) if name in SECTIONS}
-        settings = {name: cls_() for name, cls_ in _method_sections().items()}
-        config = cls(method=method, method_settings={**settings, **built}, **fixed)
+                continue
+            if key not in table:
+                raise ValueError(_unknown_key_message(key, {"method": method, **table}))
+            parsed = coerce(key, value, table[key][0][1].hint)
+            for owner, where in table[key]:
+                values.setdefault(owner, {})[where.path] = parsed
+        shared = values.pop(None, {})
+        sections = {
+            name: _build_section(
+                name, section, {p[1:]: v for p, v in shared.items() if p[0] == name}
+            )
+            for name, section in SECTIONS.items()
+        }
+        settings = {
+            name: _build_section(name, settings_cls, values.get(name, {}))
+            for name, settings_cls in registry.method_settings().items()
+        }
+        config = cls(method=method, method_settings=settings, **sections)
         config.validate()
         return config
 
     def validate(self) -> None:
         """Every section's checks and the cross-field rules, each error naming its key."""
-        registry = _registry()
         if self.method not in registry.available_methods():
             raise ValueError(
                 f"method must be one of {', '.join(registry.available_methods())}; "
                 f"got {self.method!r} (register your own with pagmfr.models.register_model)"
             )
-        flat = self.to_flat()
-        for name, section in self.sections().items():
-            for field_name, holds, requirement in getattr(section, "checks", list)():
-                if not holds:
-                    key = f"{name}.{field_name}"
-                    raise ValueError(f"{key} {requirement}; got {flat[key]!r}")
+        keys = {
+            (owner, where.path): key
+            for key, owners in key_table().items()
+            for owner, where in owners
+        }
+        parts: list[tuple[str | None, Any]] = [(None, self)]
+        parts += list(self.method_settings.items())
+        for owner, settings in parts:
+            for path, requirement in failed_checks(settings):
+                key = keys[(owner, path)]
+                value = _plain(value_at(settings, path))
+                raise ValueError(f"{key} {requirement}; got {value!r}")
         self._check_strategies()
         self._check_smoothing()
-        anomaly = self.anomaly
-        uses_knn = anomaly.knn and self.method == "pagmfr"  # other methods ignore anomaly.knn
-        if uses_knn and not set(anomaly.knn_layers) <= set(self.backbone.layers):
-            raise ValueError(
-                f"anomaly.knn_layers must be among backbone.layers ({self.backbone.layers}) when "
-                f"anomaly.knn is on; got {anomaly.knn_layers} (set anomaly.knn_layers to some of "
-                "the backbone's stages, or anomaly.knn=false)"
-            )
-        if self.anomaly.head == "learned" and not self.trains_on_pseudo_anomalies:
-            raise ValueError(
-                "anomaly.head learned needs pseudo-anomalies in training; got method "
-                f"{self.method!r} with generator.strategy {self.generator.strategy!r}"
-            )
+        registry.method_spec(self.method).check(self)
 
     def _check_strategies(self) -> None:
         from pagmfr.anomalies import available_strategies
@@ -483,13 +374,13 @@ class Config:
         """The learning-rate schedule in force, with ``auto`` resolved by the method."""
         if self.train.scheduler != "auto":
             return self.train.scheduler
-        return _registry().method_spec(self.method).default_scheduler
+        return registry.method_spec(self.method).default_scheduler
 
     @property
     def uses_pseudo_anomalies(self) -> bool:
         """Whether the method's training batches carry pseudo-anomalies (RGPKD distils on
         normal images only, so its loader need not make them)."""
-        return _registry().method_spec(self.method).uses_pseudo_anomalies
+        return registry.method_spec(self.method).uses_pseudo_anomalies
 
     @property
     def trains_on_pseudo_anomalies(self) -> bool:
@@ -512,20 +403,11 @@ def _upgraded(flat: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+def _build_section(name: str, cls: type, values: dict[tuple[str, ...], Any]) -> Any:
     try:
-        return cls(**values)
+        return build(cls, values)
     except ValueError as err:  # a section's own __post_init__ check: name the full key
         raise ValueError(f"{name}.{err}") from None
-
-
-def _field_types() -> dict[str, Any]:
-    hints = {"method": str}
-    for name, cls in {**SECTIONS, **_method_sections()}.items():
-        for field_name, hint in typing.get_type_hints(cls).items():
-            if not field_name.startswith("_"):
-                hints[f"{name}.{field_name}"] = hint
-    return hints
 
 
 def _unknown_key_message(key: str, known: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ def run_demo(out: Path) -> None:
     """Write and check the embedded dataset under ``out/data`` and preview its pseudo-anomalies."""
     data = out / "data"
     print(f"[1/2] writing the embedded dataset to {data}")
-    make_synthetic_dataset(data)
+    make_synthetic_dataset(data, overwrite=True)  # a rerun writes the same files anew
     report = check_dataset(data)
     print(report.format(per_defect=False))  # `pagmfr data check` lists every defect type
     if not report.ok:

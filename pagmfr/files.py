@@ -36,6 +36,23 @@ def copy_atomically(source: str | Path, target: str | Path) -> Path:
     return write_atomically(target, lambda partial: shutil.copy2(source, partial))
 
 
+def require_output_folder(path: str | Path) -> Path:
+    """``path`` as a folder to write into, checked before any work: a file there, or in place
+    of one of its parent folders, would otherwise end the work at its first write with a bare
+    "[Errno 17] File exists". The folder itself is created by whoever writes into it."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            return path
+        if folder.exists():
+            problem = "is a file" if folder == path else f"cannot be made: {folder} is a file"
+            raise NotADirectoryError(
+                f"output folder {path} {problem}, not a folder; choose another --out (a new "
+                "or an existing folder)"
+            )
+    return path
+
+
 def is_plain_name(name: object) -> bool:
     """Whether ``name`` is one path component that stays in its folder: study names and
     categories become folder and file names, so ``../x`` or ``/x`` must never reach a path."""

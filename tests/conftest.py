@@ -119,6 +119,43 @@ def mlflow_server(tmp_path):
     server.kill()
 
 
+def start_driver(command: list[str], env: dict[str, str], output: int = subprocess.PIPE):
+    """A study driver as a subprocess in a session of its own (a test ends it, and every Ray
+    process it started, by its process group); its output, merged, on a text pipe unless
+    ``output`` is another target (``subprocess.DEVNULL`` for a driver nobody reads)."""
+    return subprocess.Popen(
+        command,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+
+
+#: The category of the tiny dataset the bad-input tests break.
+TINY_CATEGORY = "coins"
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5 training and 5 test images of one category at 32 px (read-only: copy to break it)."""
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("tiny"),
+        categories=[TINY_CATEGORY],
+        image_size=32,
+        n_train=5,
+        n_test_good=2,
+        n_test_per_defect=1,
+    )
+
+
+@pytest.fixture
+def root(tmp_path: Path, tiny_dataset: Path) -> Path:
+    """A private copy of the tiny dataset, for a case to break."""
+    return Path(shutil.copytree(tiny_dataset, tmp_path / "data"))
+
+
 def smoke_study_command(name: str, tracking_uri: str, storage: Path, *extra: str) -> list[str]:
     """``studies/ablation.py --preset smoke`` as a subprocess command (a driver to kill)."""
     script = Path(__file__).resolve().parent.parent / "studies" / "ablation.py"

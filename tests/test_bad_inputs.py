@@ -26,12 +26,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import compile_latex
+import torchvision
+from conftest import TINY_CATEGORY, compile_latex
 
 import pagmfr
 from pagmfr.cli import main
 from pagmfr.config import Config
-from pagmfr.data import make_synthetic_dataset, read_mask
+from pagmfr.data import read_mask
 from pagmfr.data.images import ImageReadError, write_png
 from pagmfr.data.layout import DatasetError, Problem
 from pagmfr.engine import NonFiniteLossError, save_checkpoint
@@ -39,28 +40,10 @@ from pagmfr.errors import describe, travelling_errors, travels
 from pagmfr.models import build_model
 from pagmfr.report import build_report
 from pagmfr.report.escape import csv_cell
+from pagmfr.study.options import StudyInterrupted
 
-CATEGORY = "coins"
+CATEGORY = TINY_CATEGORY
 SIZE = "32"
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """5 training and 5 test images of one category at 32 px (read-only: copy to break it)."""
-    return make_synthetic_dataset(
-        tmp_path_factory.mktemp("tiny"),
-        categories=[CATEGORY],
-        image_size=32,
-        n_train=5,
-        n_test_good=2,
-        n_test_per_defect=1,
-    )
-
-
-@pytest.fixture
-def root(tmp_path, tiny_dataset) -> Path:
-    """A private copy of the tiny dataset, for a case to break."""
-    return Path(shutil.copytree(tiny_dataset, tmp_path / "data"))
 
 
 def _train(root: Path, out: Path, *extra: str) -> list[str]:
@@ -196,7 +179,7 @@ PROBLEMS = [
     (mask_of_another_size, r"mask is 24x20 but its image 000.png is 32x32"),
     (all_masks_empty, r"every mask is empty: no defective pixel"),
     (zero_one_masks, r"every mask is empty: no defective pixel"),
-    (two_training_images, r"only 2 training image\(s\); .* needs at least 3"),
+    (two_training_images, r"only 2 training image\(s\); .* needs at least 4"),
     (empty_defect_folder, r"empty folder: no images"),
     (orphan_mask, r"mask has no image; expected .*missing/007.png"),
     (masks_without_a_test_folder, r"1 mask\(s\) of defect type 'scratch', but the test split"),
@@ -543,10 +526,10 @@ def test_bad_values_name_their_key_before_any_work(root, tmp_path, capsys, extra
 
 
 def test_the_largest_allowed_smoothing_runs():
-    from pagmfr.config import AnomalyConfig
     from pagmfr.models.common import smooth_and_score
+    from pagmfr.scoring import ScoringSettings
 
-    largest = AnomalyConfig(smoothing_sigma=10.3, score_sigma=10.3)
+    largest = ScoringSettings(smoothing_sigma=10.3, score_sigma=10.3)
     smoothed, score = smooth_and_score(torch.rand(1, 1, 32, 32), largest)
     assert smoothed.shape == (1, 1, 32, 32) and torch.isfinite(score).all()
 
@@ -617,6 +600,7 @@ def _example_errors() -> dict[type, BaseException]:
         ImageReadError: ImageReadError(Path("/data/a.png"), "not a readable image"),
         DatasetError: DatasetError([problem, Problem(Path("/data"), "data root not found")]),
         NonFiniteLossError: NonFiniteLossError("loss is nan at epoch 2; lower train.lr"),
+        StudyInterrupted: StudyInterrupted("study s was interrupted: 1 trial(s) stopped"),
     }
 
 
@@ -848,3 +832,192 @@ def test_a_metric_file_that_would_replace_another_is_refused(tmp_path, capsys, m
     code, output = _run(["report", str(folder), "--metrics", metrics, "--out", str(out)], capsys)
     assert code == 2 and re.search(message, output), output
     assert not out.exists()
+
+
+# ---- issue 25, second campaign: weights, outputs, transfers and the confusing class ----
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_dataset) -> Path:
+    """An untrained checkpoint of the tiny dataset's category (read-only)."""
+    return _untrained_checkpoint(tmp_path_factory.mktemp("checkpoint") / "model.pt", tiny_dataset)
+
+
+def _resnet_state(name: str) -> dict[str, torch.Tensor]:
+    return getattr(torchvision.models, name)(weights=None).state_dict()
+
+
+def _with_nan(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in state.items()}
+
+
+@pytest.mark.parametrize(
+    ("saved", "backbone", "message"),
+    [
+        (
+            "resnet34",
+            "resnet18",
+            r"do not fit resnet18 \(backbone.name\): 96 unexpected key\(s\) "
+            r"\(layer1.2.conv1.weight, .*; they are resnet34 weights: set backbone.name to "
+            r"resnet34",
+        ),
+        ("resnet18", "resnet34", r"do not fit resnet34 .*: 80 missing key\(s\) \(layer1.2.conv1"),
+        ("nan", "resnet18", r"102 tensor\(s\) hold NaN or inf values \(e.g. conv1.weight, "),
+    ],
+    ids=["resnet34-as-resnet18", "resnet18-as-resnet34", "nan"],
+)
+def test_backbone_weights_that_do_not_fit_are_refused_naming_them(
+    root, tmp_path, capsys, saved, backbone, message
+):
+    path = tmp_path / f"{saved}.pt"
+    state = _with_nan(_resnet_state("resnet18")) if saved == "nan" else _resnet_state(saved)
+    torch.save(state, path)
+    argv = _train(root, tmp_path / "run", "--backbone", backbone)
+    argv[argv.index("none")] = str(path)
+    code, output = _run(argv, capsys)
+    assert code == 2 and re.search(re.escape(str(path)) + ": .*" + message, output), output
+    assert "train.lr" not in output and not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda state: state,
+        lambda state: {"state_dict": state, "epoch": 3},  # a training script's checkpoint
+        lambda state: {f"module.{k}": v for k, v in state.items()},  # saved from DataParallel
+        lambda state: {k: v for k, v in state.items() if not k.startswith("fc.")},  # no head
+    ],
+    ids=["bare", "state_dict-entry", "module-prefix", "without-fc"],
+)
+def test_backbone_weights_in_their_usual_wrappers_load(tmp_path, wrap):
+    from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
+
+    state = _resnet_state("resnet18")
+    torch.save(wrap(state), tmp_path / "weights.pt")
+    backbone = ResNetFeatures("resnet18", (1, 2, 3))
+    load_backbone_weights(backbone, str(tmp_path / "weights.pt"))
+    torch.testing.assert_close(backbone.net.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+
+
+def test_predict_gives_same_named_inputs_their_own_outputs(root, tmp_path, capsys, checkpoint):
+    test = _category(root) / "test"
+    good = cv2.imread(str(test / "good" / "000.png"))
+    cv2.imwrite(str(test / "good" / "000.jpg"), good)  # one folder, one stem, two images
+    inputs = sorted(p.relative_to(test) for p in test.rglob("*.*"))
+    out = tmp_path / "pred"
+    code, output = _run(
+        ["predict", "--checkpoint", str(checkpoint), str(test), "--out", str(out)], capsys
+    )
+    assert code == 0, output
+    written = sorted(p.relative_to(out) for p in out.rglob("*_heatmap.png"))
+    assert len(written) == len(inputs) == 6
+    assert Path("crack/000_heatmap.png") in written and Path("missing/000_heatmap.png") in written
+    assert {Path("good/000.png_heatmap.png"), Path("good/000.jpg_heatmap.png")} < set(written)
+    scores = json.loads((out / "scores.json").read_text())
+    assert sorted(Path(s["heatmap"]) for s in scores) == written
+
+
+def _evaluated(checkpoint: Path, root: Path, out: Path, capsys, *extra: str) -> dict:
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--data", str(root), "--out", str(out)]
+    code, output = _run([*argv, *extra], capsys)
+    assert code == 0, output
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_evaluating_another_category_is_a_transfer_kept_out_of_reports(
+    root, tmp_path, capsys, checkpoint
+):
+    shutil.copytree(_category(root), root / "brick")  # a coins checkpoint tested on "brick"
+    own = _evaluated(checkpoint, root, tmp_path / "coins", capsys)
+    transfer = _evaluated(checkpoint, root, tmp_path / "brick", capsys, "--category", "brick")
+    assert own["transfer_from"] is None and own["config"]["data.category"] == CATEGORY
+    assert transfer["transfer_from"] == CATEGORY and transfer["config"]["data.category"] == "brick"
+
+    def report(*extra: str) -> tuple[int, str, pd.DataFrame | None]:
+        out = tmp_path / f"report{len(extra)}"
+        folders = [str(tmp_path / name) for name in ("coins", "brick")]
+        argv = ["report", *folders, "--format", "csv", "--out", str(out), *extra]
+        code, output = _run(argv, capsys)
+        tables = pd.read_csv(out / "tables.csv") if code == 0 else None
+        return code, output, tables
+
+    code, output, tables = report()
+    assert code == 0 and "1 transfer evaluation(s) left out" in output, output
+    assert CATEGORY in set(tables["row"]) and "brick" not in set(tables["row"])
+    code, output, tables = report("--include-transfers")
+    assert code == 0 and "left out" not in output
+    cell = tables[(tables["row"] == "brick") & (tables["variant"] == "pagmfr (trained on coins)")]
+    assert cell["mean"].notna().all() and len(cell) == 3  # one per default metric
+    code, output = _run(["report", str(tmp_path / "brick"), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "only transfer evaluations" in output and "--include-transfers" in output
+
+
+def test_a_validation_fraction_that_leaves_too_few_images_is_refused(root, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, output = _run(_train(root, out, "--set", "data.val_fraction=0.99"), capsys)
+    assert (
+        code == 2
+        and (
+            "data.val_fraction 0.99 holds out 5 of the 5 training images, leaving 0 to train on; "
+            "training needs at least 2: set data.val_fraction to 0.6 or less"
+        )
+        in output
+    ), output
+    assert "nan" not in output and not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--device", "foo"], "train.device 'foo' is not a device; use auto, cpu, cuda, cuda:N"),
+        (["--set", "train.device=cuda:x"], "train.device 'cuda:x' is not a device; use auto"),
+        (["--set", "train.device=meta"], "train.device 'meta' is not a device pagmfr runs on"),
+    ],
+    ids=["option", "set", "meta"],
+)
+def test_an_unknown_device_names_its_key_and_the_forms(root, tmp_path, capsys, extra, message):
+    code, output = _run(_train(root, tmp_path / "run", *extra), capsys)
+    assert code == 2 and message in output and "mps" in output, output
+
+
+def test_an_unknown_device_of_evaluate_names_its_option(tmp_path, capsys, checkpoint):
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "e")]
+    code, output = _run([*argv, "--device", "foo"], capsys)
+    assert code == 2 and "--device 'foo' is not a device; use auto, cpu" in output, output
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "report", "inside-a-file"])
+def test_an_output_path_that_is_a_file_is_named(root, tmp_path, capsys, checkpoint, command):
+    file = tmp_path / "taken.txt"
+    file.write_text("not a folder\n")
+    out = file / "run" if command == "inside-a-file" else file
+    image = str(_category(root) / "test" / "good" / "000.png")
+    argv = {
+        "train": _train(root, out),
+        "inside-a-file": _train(root, out),
+        "evaluate": ["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)],
+        "predict": ["predict", "--checkpoint", str(checkpoint), image, "--out", str(out)],
+        "report": [
+            "report",
+            str(_metrics_folder(tmp_path / "r", {"au_pro": 0.9})),
+            "--out",
+            str(out),
+        ],
+    }[command]
+    code, output = _run(argv, capsys)
+    problem = "is a file" if out == file else f"cannot be made: {file} is a file"
+    assert code == 2 and f"output folder {out} {problem}, not a folder" in output, output
+    assert "Errno" not in output and file.read_text() == "not a folder\n"
+
+
+def test_synth_into_an_existing_dataset_is_refused(root, capsys):
+    stale = _category(root) / "train" / "good" / "999.png"
+    shutil.copy(stale.with_name("000.png"), stale)
+    before = sorted(root.rglob("*"))
+    argv = ["data", "synth", str(root), "--categories", CATEGORY, "--image-size", SIZE]
+    code, output = _run(argv, capsys)
+    assert code == 2 and f"{_category(root)}: already exists" in output and "--overwrite" in output
+    assert sorted(root.rglob("*")) == before
+    code, output = _run([*argv, "--overwrite"], capsys)
+    assert code == 0 and "no problems found" in output, output
+    assert not stale.exists() and len(list((stale.parent).glob("*.png"))) == 48

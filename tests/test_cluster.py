@@ -4,7 +4,6 @@ simulated multi-node cluster (ray.cluster_utils.Cluster: a 0-CPU head and worker
 import copy
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import jsonschema
 import mlflow
 import pytest
 import yaml
-from conftest import smoke_study_command
+from conftest import smoke_study_command, start_driver
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,14 +189,7 @@ def _study(tmp_path, name, uri, epochs=4, address=None, extra=()):
         "3",
         *extra,
     )
-    return subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    return start_driver(command, env)
 
 
 def _runs(uri, name):

@@ -14,7 +14,7 @@ import pagmfr
 from pagmfr.cli import main
 from pagmfr.config import Config
 from pagmfr.models import AnomalyMethod, available_methods, build_model, register_model
-from pagmfr.study import StudyOptions, run_ablation, start_local_ray
+from pagmfr.study import StudyGrid, StudyOptions, run_ablation, start_local_ray
 from pagmfr.study.presets import SMOKE_TRAINING
 
 
@@ -118,13 +118,15 @@ def test_a_user_method_runs_in_a_study_on_ray_workers(tmp_path):
     start_local_ray(num_cpus=2)
     try:
         summary = run_ablation(
-            Config().with_overrides(SMOKE_TRAINING),
-            {
-                "colour": {"method": "colour"},
-                "colour narrow": {"method": "colour", "colour.width": 2},
-            },
-            ["brick"],
-            [0],
+            StudyGrid(
+                Config().with_overrides(SMOKE_TRAINING),
+                {
+                    "colour": {"method": "colour"},
+                    "colour narrow": {"method": "colour", "colour.width": 2},
+                },
+                ["brick"],
+                [0],
+            ),
             options,
         )
     finally:

@@ -7,11 +7,12 @@ import torchvision
 from conftest import tiered
 from skimage.color import rgb2lab
 
-from pagmfr.config import AnomalyConfig, Config
+from pagmfr.config import Config
 from pagmfr.losses import lab_difference_map, ssim_map
 from pagmfr.models import build_model
 from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
 from pagmfr.models.common import MapStats, smooth_and_score
+from pagmfr.scoring import ScoringSettings
 from pagmfr.study.presets import QUICK_TRAINING
 
 SIZE = 64
@@ -61,7 +62,7 @@ def _check_step(model, config):
         anomaly_map, score = model.predict(_batch()["pseudo"])
     assert anomaly_map.shape == (2, 1, SIZE, SIZE) and score.shape == (2,)
     assert torch.isfinite(anomaly_map).all() and torch.isfinite(score).all()
-    if config.anomaly.map_output == "sigmoid":
+    if config.pagmfr.anomaly.map_output == "sigmoid":
         assert torch.all((anomaly_map >= 0) & (anomaly_map <= 1))
     return parts
 
@@ -155,7 +156,7 @@ def test_every_quality_switch_trains_and_predicts(switches):
     model = build_model(config)
     parts = _check_step(model, config)
     assert "focal" in parts
-    if config.anomaly.head_form == "linear":
+    if config.pagmfr.anomaly.head_form == "linear":
         assert model.fusion is None and model.calculator.head is None  # no MLP, no MFFM
 
 
@@ -259,10 +260,10 @@ def test_top_k_scores():
 def test_the_image_score_keeps_a_thin_peak_the_map_smoothing_spreads():
     thin = torch.zeros(1, 1, 32, 32)
     thin[0, 0, 16, 16] = 1.0
-    smoothed, score = smooth_and_score(thin, AnomalyConfig(smoothing_sigma=4.0, score_sigma=0.0))
+    smoothed, score = smooth_and_score(thin, ScoringSettings(smoothing_sigma=4.0, score_sigma=0.0))
     assert smoothed.max() < 0.02 and score.item() == 1.0
     same, blurred_score = smooth_and_score(
-        thin, AnomalyConfig(smoothing_sigma=4.0, score_sigma=4.0)
+        thin, ScoringSettings(smoothing_sigma=4.0, score_sigma=4.0)
     )
     torch.testing.assert_close(same, smoothed)
     torch.testing.assert_close(blurred_score, smoothed.flatten(1).amax(1))
@@ -281,7 +282,7 @@ def test_backbone_weights_from_a_state_dict_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"backbone weights file not found: .*nope.pth"):
         load_backbone_weights(backbone, str(tmp_path / "nope.pth"))
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "r50.pth")
-    with pytest.raises(ValueError, match=r"r50.pth do not fit resnet18"):
+    with pytest.raises(ValueError, match=r"r50.pth: these weights do not fit resnet18"):
         load_backbone_weights(backbone, str(tmp_path / "r50.pth"))
 
 

@@ -15,6 +15,7 @@ from pagmfr.categories import MVTEC_AD_CATEGORIES
 from pagmfr.cli import main
 from pagmfr.report import build_report, report_folders, report_study
 from pagmfr.report.tables import holm
+from pagmfr.study.spec import TrialSpec
 from pagmfr.study.tracking import StudyTracker
 
 REF, WO, OTHER, NEVER = "full model", "w/o_MFFM 50%", "other", "never started"
@@ -40,18 +41,18 @@ DECLARED = [REF, OTHER, WO, NEVER]  # recorded in another order: REF, WO, OTHER
 
 def _spec(variant, category, seed, code="code-now"):
     key = f"{variant}-{category}-{seed}"
-    return {
-        "key": key if code == "code-now" else f"{key}-{code}",
-        "config_key": f"config-{key}",
-        "code": code,
-        "variant": variant,
-        "category": category,
-        "seed": seed,
-        "kind": KINDS[category],
-        "method": "pagmfr",
-        "overrides": "fusion.mode=none" if variant == WO else "(base config)",
-        "fingerprint": "f",
-        "config": {
+    return TrialSpec(
+        key=key if code == "code-now" else f"{key}-{code}",
+        config_key=f"config-{key}",
+        code=code,
+        variant=variant,
+        category=category,
+        seed=seed,
+        kind=KINDS[category],
+        method="pagmfr",
+        overrides="fusion.mode=none" if variant == WO else "(base config)",
+        fingerprint="f",
+        config={
             "method": "pagmfr",
             "data.category": category,
             # an earlier version's keys: the report reads them as today's choice
@@ -61,7 +62,7 @@ def _spec(variant, category, seed, code="code-now"):
                 else {"validation.select": "last", "validation.strategy": "defects"}
             ),
         },
-    }
+    )
 
 
 def _record(tracker, spec, value, status="FINISHED", version=None):
@@ -79,8 +80,8 @@ def _record(tracker, spec, value, status="FINISHED", version=None):
 
 def _grid(variants, categories=KINDS, seeds=(0, 1)):
     cells = [
-        {"variant": v, "category": c, "seed": s, "key": _spec(v, c, s)["key"]}
-        | {"config_key": _spec(v, c, s)["config_key"]}
+        {"variant": v, "category": c, "seed": s, "key": _spec(v, c, s).key}
+        | {"config_key": _spec(v, c, s).config_key}
         for v in variants
         for c in categories
         for s in seeds
@@ -108,9 +109,7 @@ def store(tmp_path_factory):
     # The same cell under older code, finished last: never mixed into the table.
     _record(tracker, _spec(WO, "carpet", 0, code="code-old"), 0.10, version="0.0.9+gold")
     # An older finished copy of a cell (same key), as a restored trial once left.
-    original = tracker.client.get_run(
-        tracker.cell_runs()[_spec(REF, "carpet", 0)["key"]].info.run_id
-    )
+    original = tracker.client.get_run(tracker.cell_runs()[_spec(REF, "carpet", 0).key].info.run_id)
     copy = tracker.client.create_run(tracker.experiment_id, tags=original.data.tags).info.run_id
     tracker.log_metrics(copy, {"au_pro": 0.10}, step=1)
     tracker.client.set_terminated(copy, "FINISHED", end_time=original.info.end_time - 1000)
@@ -231,7 +230,7 @@ def test_components_match_the_mlflow_runs(report, store):
     mlflow.set_tracking_uri(store)
     raw = mlflow.search_runs(experiment_names=["known"], filter_string="tags.role = 'cell'")
     grid = {(v, c, s) for v in (REF, WO) for c in KINDS for s in (0, 1)}
-    declared = {_spec(v, c, s)["key"] for v, c, s in grid}
+    declared = {_spec(v, c, s).key for v, c, s in grid}
     runs = raw[raw["tags.cell_key"].isin(declared) & (raw["status"] == "FINISHED")]
     runs = runs.sort_values("end_time").drop_duplicates("tags.cell_key", keep="last")
     components = pd.read_csv(_file(report, "components.csv")).set_index(["variant", "metric"])
@@ -270,7 +269,7 @@ def mixed_store(tmp_path_factory):
     _record(tracker, old, 0.8, version="0.0.9+gold")
     _record(tracker, _spec(WO, "carpet", 1), 0.8)
     grid = _grid([REF, WO], categories=["carpet"])
-    grid["cells"][2]["key"] = old["key"]
+    grid["cells"][2]["key"] = old.key
     tracker.declare_grid(grid)
     return uri
 

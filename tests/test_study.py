@@ -11,13 +11,20 @@ import time
 import mlflow
 import pytest
 import ray
-from conftest import page_text, render_dom, smoke_study_command
+from conftest import page_text, render_dom, smoke_study_command, start_driver
 
 from pagmfr.config import Config
 from pagmfr.data.pipeline import resolve_data_root
 from pagmfr.provenance import PACKAGE_DIR
 from pagmfr.report import report_study
-from pagmfr.study import StudyOptions, load_best_config, run_ablation, run_hpo, start_local_ray
+from pagmfr.study import (
+    StudyGrid,
+    StudyOptions,
+    load_best_config,
+    run_ablation,
+    run_hpo,
+    start_local_ray,
+)
 from pagmfr.study.presets import SMOKE_TRAINING as QUICK
 from pagmfr.study.status import study_status
 
@@ -53,7 +60,7 @@ def _cell_runs(uri, study):
 def test_smoke_ablation_records_one_finished_run_per_cell_and_is_idempotent(tmp_path):
     options = _options(tmp_path)
     base = Config().with_overrides(QUICK)
-    summary = run_ablation(base, VARIANTS, ["brick", "coins"], [0], options)
+    summary = run_ablation(StudyGrid(base, VARIANTS, ["brick", "coins"], [0]), options)
     assert (summary.cells, summary.trained, summary.failed) == (4, 4, [])
     runs = _cell_runs(options.tracking_uri, "smoke")
     assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
@@ -78,7 +85,7 @@ def test_smoke_ablation_records_one_finished_run_per_cell_and_is_idempotent(tmp_
     assert {a.path for a in client.list_artifacts(run_id)} == {"heatmaps", "metrics.json"}
     _assert_browsable(client, runs, "smoke")
 
-    again = run_ablation(base, VARIANTS, ["brick", "coins"], [0], options)
+    again = run_ablation(StudyGrid(base, VARIANTS, ["brick", "coins"], [0]), options)
     assert (again.already_finished, again.trained) == (4, 0)
     assert len(_cell_runs(options.tracking_uri, "smoke")) == 4
 
@@ -117,7 +124,7 @@ def test_a_cell_with_a_bad_image_fails_alone_with_its_real_cause(tmp_path):
     options = _options(tmp_path, name="broken", max_failures=0)
     base = Config().with_overrides({**QUICK, "train.epochs": 1})
     variants = {"full model": {}, "own textures": {"generator.texture_dir": str(textures)}}
-    summary = run_ablation(base, variants, ["brick"], [0], options)
+    summary = run_ablation(StudyGrid(base, variants, ["brick"], [0]), options)
     assert summary.failed == ["own textures / brick / seed 0"] and summary.trained == 1
     runs = _cell_runs(options.tracking_uri, "broken").set_index("tags.variant")
     assert runs.loc["full model", "status"] == "FINISHED"
@@ -148,7 +155,9 @@ def test_a_cell_trained_twice_through_the_study_path_gives_identical_metrics(tmp
     for attempt in ("first", "second"):
         (tmp_path / attempt).mkdir()
         options = _options(tmp_path / attempt, name=f"twice-{attempt}")
-        assert run_ablation(base, {"full model": {}}, ["coins"], [0], options).trained == 1
+        assert (
+            run_ablation(StudyGrid(base, {"full model": {}}, ["coins"], [0]), options).trained == 1
+        )
         runs = _cell_runs(options.tracking_uri, f"twice-{attempt}")
         measured.append(runs[[f"metrics.{m}" for m in METRICS]].iloc[0].to_dict())
     assert measured[0] == measured[1]
@@ -160,7 +169,7 @@ def test_recording_to_a_real_mlflow_server_and_browsing_it_in_chromium(
     uri = mlflow_server.uri
     options = _options(tmp_path, name="served", uri=uri)
     base = Config().with_overrides({**QUICK, "train.epochs": 1})
-    summary = run_ablation(base, {"full model": {}}, ["coins"], [0], options)
+    summary = run_ablation(StudyGrid(base, {"full model": {}}, ["coins"], [0]), options)
     assert summary.trained == 1
     runs = _cell_runs(uri, "served")
     assert list(runs["status"]) == ["FINISHED"] and runs["metrics.au_pro"].notna().all()
@@ -200,13 +209,7 @@ def test_recording_to_a_real_mlflow_server_and_browsing_it_in_chromium(
 def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = smoke_study_command("killed", uri, tmp_path / "runs", "--set", "train.epochs=3")
-    driver = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=OWN_RAY,
-    )
+    driver = start_driver(command, OWN_RAY, output=subprocess.DEVNULL)
     deadline = time.time() + 240
     finished_before = set()
     while not finished_before and time.time() < deadline and driver.poll() is None:
@@ -237,6 +240,65 @@ def test_a_study_killed_mid_way_resumes_without_duplicates_or_losses(tmp_path):
     assert set(runs["status"]) == {"FINISHED"} and runs["metrics.au_pro"].notna().all()
     untouched = runs[runs["tags.cell_key"].isin(finished_at_kill)]
     assert set(untouched["tags.attempts"]) == {"1"}  # finished cells were not trained again
+
+
+def _epochs_recorded(uri, study, attempt):
+    """Epochs of ``val_au_pro`` the cell's run holds while its ``attempt`` is running."""
+    try:
+        runs = _cell_runs(uri, study)
+    except Exception:  # the store or experiment does not exist yet
+        return 0
+    if not len(runs) or "tags.attempts" not in runs:
+        return 0
+    run = runs.iloc[0]
+    if run["status"] != "RUNNING" or run["tags.attempts"] != str(attempt):
+        return 0
+    return len(mlflow.MlflowClient(uri).get_metric_history(run["run_id"], "val_au_pro"))
+
+
+def _interrupt(command, uri, study, signum, attempt):
+    """Start a study driver, send it ``signum`` once its cell's ``attempt`` has recorded a
+    new epoch (the ``attempt``-th), and return the driver's exit code and output."""
+    driver = start_driver(command, OWN_RAY)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(1)
+            if _epochs_recorded(uri, study, attempt) >= attempt:
+                break
+        assert driver.poll() is None, "the study ended before it could be interrupted"
+        os.kill(driver.pid, signum)
+        output, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    return driver.returncode, output
+
+
+def test_an_interrupted_study_says_so_and_its_rerun_keeps_every_epoch(tmp_path):
+    """SIGINT (Ctrl-C), then SIGTERM on the rerun: each driver exits non-zero naming the
+    interrupted cell, whose run is KILLED, not RUNNING; the last rerun finishes it with every
+    epoch recorded once."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    one_cell = ("--categories", "brick", "--variants", "full-model", "--set", "train.epochs=4")
+    command = smoke_study_command("stopped", uri, tmp_path / "runs", *one_cell)
+    for attempt, signum in enumerate((signal.SIGINT, signal.SIGTERM), start=1):
+        code, output = _interrupt(command, uri, "stopped", signum, attempt)
+        assert code == 130, output[-2000:]
+        assert "INTERRUPTED: 1 stopped mid-training" in output, output[-2000:]
+        assert "interrupted: full model / brick / seed 0 (its run is KILLED)" in output
+        assert list(_cell_runs(uri, "stopped")["status"]) == ["KILLED"]
+        assert study_status(uri, "stopped").count("interrupted") == 1
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=OWN_RAY)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = _cell_runs(uri, "stopped")
+    assert list(runs["status"]) == ["FINISHED"] and list(runs["tags.attempts"]) == ["3"]
+    client = mlflow.MlflowClient(uri)
+    for metric in ("loss", "lr", "val_au_pro"):
+        history = client.get_metric_history(runs["run_id"].iloc[0], metric)
+        steps = sorted(m.step for m in history)
+        assert steps == [0, 1, 2, 3], metric
 
 
 def test_a_code_change_retrains_the_cells_and_the_report_shows_only_the_new_code(tmp_path):

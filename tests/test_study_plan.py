@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from pagmfr.config import Config
-from pagmfr.study.cells import ablation_cells
+from pagmfr.study.cells import StudyGrid
 from pagmfr.study.cli import GpusPerTrial, ablation_main, variant_slug
 from pagmfr.study.estimate import Calibration, describe
 from pagmfr.study.presets import SMOKE_TRAINING
-from pagmfr.study.runner import check_gpu_requests
+from pagmfr.study.ray_cluster import check_gpu_requests
 
 ROOT = Path(__file__).resolve().parent.parent
 ABLATION = ROOT / "studies" / "ablation.py"
@@ -132,7 +132,7 @@ def test_a_checkpoint_interval_below_one_is_refused(dry_run):
 
 def test_gpu_hours_and_storage_follow_the_measured_epoch():
     base = Config().with_overrides({**SMOKE_TRAINING, "data.root": "synthetic", "train.epochs": 10})
-    cells = ablation_cells(base, {"full model": {}}, ["brick", "coins"], [0, 1])
+    cells = StudyGrid(base, {"full model": {}}, ["brick", "coins"], [0, 1]).cells()
     measured = Calibration("pagmfr", "a cell", 19, 36.0, "a GPU", 1000.0, last_mb=30, best_mb=10)
     text = describe(cells, {"pagmfr": 0.5}, 1, {"pagmfr": measured}, checkpoint_every=5)
     # a cell: 10 epochs x 36 s x 38 images / 19 = 720 s; four cells; half a GPU each

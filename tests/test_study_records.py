@@ -14,7 +14,7 @@ from pagmfr.config import Config
 from pagmfr.provenance import code_fingerprint
 from pagmfr.study import storage
 from pagmfr.study.cells import (
-    ablation_cells,
+    StudyGrid,
     cell_key,
     config_key,
     describe_overrides,
@@ -22,7 +22,8 @@ from pagmfr.study.cells import (
 )
 from pagmfr.study.cli import hpo_main
 from pagmfr.study.presets import SMOKE_TRAINING, Preset
-from pagmfr.study.runner import load_best_config
+from pagmfr.study.search import load_best_config
+from pagmfr.study.spec import TrialSpec
 from pagmfr.study.tracking import CELL_VIEW, StudyTracker
 
 METHOD_SOURCE = """
@@ -75,7 +76,7 @@ def test_variants_that_give_the_same_config_are_refused_saying_why():
         "add": {"fusion.mode": "add"},
     }
     with pytest.raises(ValueError) as caught:
-        ablation_cells(base, variants, ["brick"], [0])
+        StudyGrid(base, variants, ["brick"], [0]).cells()
     assert str(caught.value) == (
         "variants 'full model' (no overrides) and 'w/o MFFM' (fusion.mode=none) give the same "
         "config, so their cells would be identical: the base config already sets "
@@ -88,19 +89,19 @@ def test_variants_that_give_the_same_config_are_refused_saying_why():
 
 
 def _spec(key="cell-1"):
-    return {
-        "key": key,
-        "config_key": "config-1",
-        "code": "code",
-        "variant": "full model",
-        "overrides": "(base config)",
-        "category": "brick",
-        "kind": "texture",
-        "seed": 0,
-        "method": "pagmfr",
-        "fingerprint": "f",
-        "config": {"method": "pagmfr"},
-    }
+    return TrialSpec(
+        key=key,
+        config_key="config-1",
+        code="code",
+        variant="full model",
+        overrides="(base config)",
+        category="brick",
+        kind="texture",
+        seed=0,
+        method="pagmfr",
+        fingerprint="f",
+        config={"method": "pagmfr"},
+    )
 
 
 def test_epochs_reported_again_after_a_resume_are_logged_once(tmp_path):
@@ -120,6 +121,23 @@ def test_epochs_reported_again_after_a_resume_are_logged_once(tmp_path):
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.9), (2, 0.8), (3, 5.0)]
     resumed = MlflowClient(uri).get_metric_history(run_id, "resumed_from_epoch")
     assert [m.step for m in resumed] == [1, 2, 3]
+
+
+def test_a_finished_run_is_never_reopened_and_a_killed_one_is(tmp_path):
+    """A trial of a finished cell (an HPO trial sampling a config already tried) gets a run
+    of its own; a run an interrupt left KILLED is reopened and resumed."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = StudyTracker(uri, "reopened")
+    finished = tracker.open_cell(_spec())
+    tracker.finish(finished)
+    again = tracker.open_cell(_spec())
+    client = MlflowClient(uri)
+    assert again != finished and client.get_run(finished).info.status == "FINISHED"
+    tracker.kill(again)
+    assert client.get_run(again).info.status == "KILLED"
+    assert tracker.open_cell(_spec()) == again
+    reopened = client.get_run(again)
+    assert reopened.info.status == "RUNNING" and reopened.data.tags["attempts"] == "2"
 
 
 def test_the_experiment_opens_on_the_cells_with_their_metric_columns(tmp_path):

@@ -9,6 +9,9 @@ yardstick, and a variant is not favoured for resembling the validation anomalies
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 from scipy import ndimage
@@ -16,6 +19,14 @@ from scipy import ndimage
 from pagmfr.categories import OBJECT
 
 DEFECT_TYPES = ("scratch", "hole", "deformation")
+#: A drawn defect is kept when it changed at least this many pixels and half of its region.
+MIN_CHANGED_PIXELS = 4
+#: Draws before the contrasting fallback: on a flat image a swirl moves nothing, dark paint on
+#: black changes nothing, and a tiny image's hole is under four pixels, however often drawn.
+MAX_DRAWS = 20
+
+#: ``painter(image, rng, centre) -> (painted image, bool region)``
+Painter = Callable[[np.ndarray, np.random.Generator, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def defect_centre(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
@@ -86,12 +97,45 @@ DEFECT_PAINTERS = {"scratch": _scratch, "hole": _hole, "deformation": _deformati
 def add_defect(
     image: np.ndarray, defect: str, rng: np.random.Generator, kind: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Paint one defect. The mask is the painted region: pixels outside it are unchanged, and
-    most inside it changed (a region where too few did is drawn again)."""
-    painter = DEFECT_PAINTERS[defect]
-    while True:
-        painted, region = painter(image, rng, defect_centre(rng, image.shape[0], kind))
+    """Paint one defect (see :func:`paint_visible`)."""
+    return paint_visible(image, DEFECT_PAINTERS[defect], rng, kind)
+
+
+def paint_visible(
+    image: np.ndarray, painter: Painter, rng: np.random.Generator, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one defect on a uint8 (H, W, 3) image. The mask is the painted region: pixels
+    outside it are unchanged, and at least half inside it changed. A draw that changes fewer
+    is drawn again, at most :data:`MAX_DRAWS` times; then the last region (or a small square
+    at its centre, when it is too small) gets the :func:`contrasting` fill, so an image no
+    painter can change (flat, black, tiny) still gets a visible defect and never hangs."""
+    for _ in range(MAX_DRAWS):
+        centre = defect_centre(rng, image.shape[0], kind)
+        painted, region = painter(image, rng, centre)
         out = np.where(region[..., None], painted, image)
-        changed = np.any(out != image, axis=2)
-        if region.sum() >= 4 and changed.sum() >= 0.5 * region.sum():
+        changed = np.count_nonzero(np.any(out != image, axis=2))
+        if changed >= max(MIN_CHANGED_PIXELS, 0.5 * np.count_nonzero(region)):
             return out, region
+    region = _large_enough(region, centre)
+    return np.where(region[..., None], contrasting(image), image), region
+
+
+def contrasting(image: np.ndarray) -> np.ndarray:
+    """Every channel of every pixel changed as far as it goes: 0 where it is bright, 255
+    where it is dark (the fallback defect, visible on any image)."""
+    return np.where(image >= 128, 0, 255).astype(np.uint8)
+
+
+def _large_enough(region: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """``region``, or when it has fewer than :data:`MIN_CHANGED_PIXELS` (a tiny image's
+    defect) the smallest square holding that many, or H / 8 wide, around ``centre``, kept
+    inside the image."""
+    if np.count_nonzero(region) >= MIN_CHANGED_PIXELS:
+        return region
+    height, width = region.shape
+    side = min(max(math.ceil(math.sqrt(MIN_CHANGED_PIXELS)), height // 8), height, width)
+    top = int(np.clip(round(centre[1]) - side // 2, 0, height - side))
+    left = int(np.clip(round(centre[0]) - side // 2, 0, width - side))
+    square = np.zeros_like(region, dtype=bool)
+    square[top : top + side, left : left + side] = True
+    return square

@@ -143,5 +143,6 @@ class PerlinMaskSampler:
                 return mask
         raise RuntimeError(
             f"no Perlin mask with coverage in [{lo}, {hi}] after {self.max_tries} tries at "
-            f"threshold {self.threshold}; widen `coverage` or lower `perlin_threshold`"
+            f"threshold {self.threshold} on a {width}x{height} image; widen `coverage` or lower "
+            "`perlin_threshold` (or use larger images: a few pixels rarely reach it)"
         )

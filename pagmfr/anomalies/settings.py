@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-Check = tuple[str, bool, str]  # (knob, holds, what it must satisfy)
+from pagmfr.settings import Check
 
 
 def _range_check(name: str, value: Any, lo: float, hi: float) -> Check:

@@ -7,6 +7,7 @@ workers; set ``PAGMFR_IMAGE_CACHE_MB=0`` to disable caching.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -58,4 +59,25 @@ class ArrayCache:
         return len(self._entries)
 
 
-IMAGE_CACHE = ArrayCache(int(float(os.environ.get("PAGMFR_IMAGE_CACHE_MB", "4096")) * 2**20))
+CACHE_VARIABLE = "PAGMFR_IMAGE_CACHE_MB"
+DEFAULT_CACHE_MB = 4096.0
+
+
+def cache_budget_bytes(value: str | None) -> int:
+    """The budget that ``$PAGMFR_IMAGE_CACHE_MB`` (``value``; None: unset) asks for, or an
+    error naming the variable: read at import, a bare float() error would name nothing."""
+    if value is None:
+        return int(DEFAULT_CACHE_MB * 2**20)
+    try:
+        megabytes = float(value)
+    except ValueError:
+        megabytes = math.nan
+    if not (math.isfinite(megabytes) and megabytes >= 0):
+        raise ValueError(
+            f"{CACHE_VARIABLE}={value!r} is not a size: set it to a non-negative number of MiB "
+            f"(default {DEFAULT_CACHE_MB:g}; 0 turns the image cache off) or unset it"
+        )
+    return int(megabytes * 2**20)
+
+
+IMAGE_CACHE = ArrayCache(cache_budget_bytes(os.environ.get(CACHE_VARIABLE)))

@@ -18,6 +18,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from pagmfr.categories import KINDS_FILE, parse_kinds_file
 from pagmfr.data.dataset import cached_sample, inspect_sample
@@ -35,11 +38,18 @@ from pagmfr.data.layout import (
     missing_root,
     scan_split,
 )
+from pagmfr.data.leakage import Fingerprint, fingerprint, leakage_warnings
 from pagmfr.files import require_plain_name
 from pagmfr.logs import log
 
-#: Training holds out a validation set of at least two images and keeps at least one.
-MIN_TRAIN_IMAGES = 3
+#: Held-out images validation needs (one stays normal, one gets a pseudo-anomaly), and images
+#: training needs: the patch memory scores each training image against the *other* ones (a
+#: lone image falls back to its own patches: finite, but no longer leave-one-image-out).
+MIN_VALIDATION_IMAGES = 2
+MIN_FIT_IMAGES = 2
+#: The fewest images in train/good that train with validation held out: the check promises
+#: no fewer than training needs (:func:`pagmfr.data.pipeline.validation_count`).
+MIN_TRAIN_IMAGES = MIN_VALIDATION_IMAGES + MIN_FIT_IMAGES
 #: Warnings logged before a run starts; `pagmfr data check` lists them all.
 WARNINGS_SHOWN = 10
 
@@ -166,14 +176,30 @@ def _check_category(
     except DatasetError as err:
         report.problems.extend(err.problems)
         return
+    first_warning = len(report.warnings)
+    prints = {}
     for split in SPLITS[layout]:
         scan = scan_split(root, category, split, layout)
         images = Counter(s.defect for s in scan.samples)
         masks = Counter(s.defect for s in scan.samples if s.mask is not None)
         report.splits.append(SplitSummary(category, split, dict(sorted(images.items())), masks))
         _check_counts(root / category / split, split, scan)
-        _decode(scan, pool, size)
+        prints[split] = _decode(scan, pool, size)
         report.add(scan)
+    # First among the category's warnings: a run logs only the first few before it starts.
+    report.warnings[first_warning:first_warning] = _leakage(prints)
+
+
+def _leakage(prints: dict[str, list[Fingerprint]]) -> list[Problem]:
+    """Test images copied into another split: train/good (which the validation hold-out is
+    drawn from) or MVTec 3D-AD's validation split."""
+    test = prints.get("test", [])
+    return [
+        warning
+        for split, reference in prints.items()
+        if split != "test"
+        for warning in leakage_warnings(reference, test, split)
+    ]
 
 
 def _check_counts(split_dir: Path, split: str, scan: SplitScan) -> None:
@@ -184,7 +210,7 @@ def _check_counts(split_dir: Path, split: str, scan: SplitScan) -> None:
             Problem(
                 split_dir / GOOD,
                 f"only {len(scan.samples)} training image(s); training holds out a validation "
-                f"set and needs at least {MIN_TRAIN_IMAGES}",
+                f"set of {MIN_VALIDATION_IMAGES} and needs at least {MIN_TRAIN_IMAGES}",
             )
         )
     if split == "test" and scan.samples:
@@ -195,15 +221,18 @@ def _check_counts(split_dir: Path, split: str, scan: SplitScan) -> None:
                 )
 
 
-def _decode(scan: SplitScan, pool: ThreadPoolExecutor, size: Size | None) -> None:
+def _decode(scan: SplitScan, pool: ThreadPoolExecutor, size: Size | None) -> list[Fingerprint]:
     """Decode every sample and every mask of a defect-free image, in threads (decoding
-    releases the GIL); the samples' findings keep the scan's order."""
-    empty_masks = []
-    for problems, warnings, empty in pool.map(lambda s: _inspect(s, size), scan.samples):
-        scan.problems += problems
-        scan.warnings += warnings
-        if empty is not None:
-            empty_masks.append(empty)
+    releases the GIL); the samples' findings keep the scan's order. Returns the fingerprints
+    of the samples that decoded."""
+    empty_masks, prints = [], []
+    for found in pool.map(lambda s: _inspect(s, size), scan.samples):
+        scan.problems += found.problems
+        scan.warnings += found.warnings
+        if found.empty is not None:
+            empty_masks.append(found.empty)
+        if found.fingerprint is not None:
+            prints.append(found.fingerprint)
     if empty_masks and all(empty_masks):
         folders = {s.mask.parent for s in scan.samples if s.mask is not None}
         scan.problems.append(
@@ -216,29 +245,57 @@ def _decode(scan: SplitScan, pool: ThreadPoolExecutor, size: Size | None) -> Non
     for problems, warnings in pool.map(_inspect_good_mask, scan.good_masks):
         scan.problems += problems
         scan.warnings += warnings
+    return prints
 
 
 Findings = tuple[list[Problem], list[Problem]]
 Size = tuple[int, int]
 
 
-def _inspect(sample: Sample, size: Size | None) -> tuple[list[Problem], list[Problem], bool | None]:
-    """One sample's problems and warnings, and whether its (defect) mask is empty."""
+class _Inspection(NamedTuple):
+    """What the check found in one sample."""
+
+    problems: list[Problem]
+    warnings: list[Problem]
+    empty: bool | None = None  # whether its defect mask is empty (None: it has none)
+    fingerprint: Fingerprint | None = None  # None when it did not decode
+
+
+def _inspect(sample: Sample, size: Size | None) -> _Inspection:
+    """One sample's problems, warnings, whether its (defect) mask is empty, and its
+    fingerprint."""
     try:
-        image, mask, notes = inspect_sample(sample)
+        image, mask, warnings = inspect_sample(sample)
     except DatasetError as err:
-        return err.problems, [], None
+        return _Inspection(err.problems, [])
     except ImageReadError as err:
-        return [Problem(err.path, err.reason)], [], None
-    warnings = [Problem(sample.mask, note) for note in notes]
+        return _Inspection([Problem(err.path, err.reason)], [])
+    image_print = fingerprint(sample.image, image)
+    warnings += _constant_image(sample.image, image, image_print)
     empty = None
     if sample.mask is not None:
         empty = not mask.any()
-        if empty and not notes:
+        if empty and not any(w.path == sample.mask for w in warnings):
             warnings.append(Problem(sample.mask, "mask is empty: its defective image has none"))
     if size is not None:
         cached_sample(sample, size, decoded=(image, mask))
-    return [], warnings, empty
+    return _Inspection([], warnings, empty, image_print)
+
+
+def _constant_image(path: Path, image: np.ndarray, image_print: Fingerprint) -> list[Problem]:
+    """A warning for an image whose every pixel is the same colour (a failed export): nothing
+    to learn or to find in it. The thumbnail rules out almost every image without a pass over
+    its pixels."""
+    if np.ptp(image_print.thumbnail) > 0 or not (image == image[0, 0]).all():
+        return []
+    colour = tuple(int(v) for v in image[0, 0])
+    return [
+        Problem(
+            path,
+            f"constant image: every pixel is {colour}, so there is nothing to learn or to find "
+            "in it; check how it was exported",
+        )
+    ]
 
 
 def _inspect_good_mask(path: Path) -> Findings:

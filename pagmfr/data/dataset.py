@@ -12,17 +12,19 @@ from torch.utils.data import Dataset
 
 from pagmfr.categories import category_kind
 from pagmfr.data.cache import IMAGE_CACHE
-from pagmfr.data.images import as_size, inspect_mask, read_rgb, resize_mask, resize_rgb
+from pagmfr.data.images import as_size, inspect_mask, inspect_rgb, resize_mask, resize_rgb
 from pagmfr.data.layout import MVTEC_3D, DatasetError, Problem, Sample, scan_split
 
 
-def inspect_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def inspect_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
     """Decode one sample at full size: uint8 RGB (H, W, 3), a bool mask (H, W) that must match
-    the image's size, and notes on the mask file (see :func:`~pagmfr.data.images.inspect_mask`)."""
-    image = read_rgb(sample.image)
+    the image's size, and notes on the image and mask files, each naming its file (see
+    :func:`~pagmfr.data.images.inspect_rgb` and :func:`~pagmfr.data.images.inspect_mask`)."""
+    image, image_notes = inspect_rgb(sample.image)
+    notes = [Problem(sample.image, note) for note in image_notes]
     if sample.mask is None:
-        return image, np.zeros(image.shape[:2], dtype=bool), []
-    mask, notes = inspect_mask(sample.mask)
+        return image, np.zeros(image.shape[:2], dtype=bool), notes
+    mask, mask_notes = inspect_mask(sample.mask)
     if mask.shape != image.shape[:2]:
         raise DatasetError(
             Problem(
@@ -31,7 +33,7 @@ def inspect_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray, list[str]]:
                 f"is {image.shape[1]}x{image.shape[0]}; masks must match their image size",
             )
         )
-    return image, mask, notes
+    return image, mask, notes + [Problem(sample.mask, note) for note in mask_notes]
 
 
 def cached_sample(

@@ -1,11 +1,22 @@
-"""Decoding and resizing of dataset images and masks, with errors that name the file."""
+"""Decoding and resizing of dataset images and masks, with errors that name the file.
+
+Images and masks alike are turned as their EXIF orientation tag says, as image viewers and
+annotation tools show them: a phone's JPEG stores its pixels sideways with a tag to turn them,
+and its mask was drawn on the turned picture. (OpenCV applies the tag in some read modes and
+not in others; ``IMREAD_UNCHANGED``, which keeps alpha and 16 bits, ignores it, except in
+some TIFFs: a turned TIFF is refused.) Each turned file gets a note, which ``pagmfr data
+check`` lists.
+"""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -38,19 +49,71 @@ def as_size(image_size: int | tuple[int, int]) -> Size:
     return size  # type: ignore[return-value]
 
 
-def _decode(path: Path) -> np.ndarray:
+#: The EXIF tag that says how a photograph's stored pixels are turned for display.
+ORIENTATION_TAG = 0x0112
+
+#: The first bytes of a TIFF file (little- and big-endian).
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+
+#: EXIF orientation -> how to turn the stored pixels upright, and what that does.
+_UPRIGHT: dict[int, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    2: (lambda a: cv2.flip(a, 1), "mirrored left to right"),
+    3: (lambda a: cv2.rotate(a, cv2.ROTATE_180), "rotated by 180 degrees"),
+    4: (lambda a: cv2.flip(a, 0), "mirrored top to bottom"),
+    5: (cv2.transpose, "transposed (mirrored along its main diagonal)"),
+    6: (lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE), "rotated 90 degrees clockwise"),
+    7: (lambda a: cv2.flip(cv2.transpose(a), -1), "mirrored along its anti-diagonal"),
+    8: (
+        lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
+        "rotated 90 degrees anticlockwise",
+    ),
+}
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF (or XMP) orientation of an encoded image, 1 to 8; 1 (stored upright) when it
+    has none or it cannot be read. Parses the header only: pixels are never decoded here."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        with Image.open(io.BytesIO(data)) as image:
+            # A PNG's EXIF chunk precedes its pixels; Pillow's PNG getexif would decode them all
+            # to look for one after them.
+            if image.format == "PNG" and "exif" not in image.info:
+                return 1
+            orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 1  # a file Pillow cannot parse (OpenCV decoded it): its pixels as stored
+    return orientation if orientation in _UPRIGHT else 1
+
+
+def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
+    """The file's pixels as stored (bit depth, channels and alpha kept), turned upright as its
+    EXIF orientation says, and a note when they were turned."""
+    try:
+        data = path.read_bytes()
     except OSError as err:
         raise ImageReadError(path, f"cannot read file ({err.strerror or err})") from err
-    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if decoded is None:
         raise ImageReadError(
             path,
             "not a readable image (empty, truncated or not an image file); "
             "replace it with a valid PNG",
         )
-    return decoded
+    orientation = exif_orientation(data)
+    if orientation not in _UPRIGHT:
+        return decoded, []
+    if data[:4] in _TIFF_MAGIC:
+        raise ImageReadError(
+            path,
+            f"TIFF with orientation tag {orientation}: OpenCV turns such files in some cases "
+            "and not in others; save the image upright (e.g. as PNG) without the tag",
+        )
+    turn, described = _UPRIGHT[orientation]
+    note = (
+        f"EXIF orientation {orientation}: read {described}, as image viewers show it; an image "
+        "and its mask must match as shown"
+    )
+    return np.ascontiguousarray(turn(decoded)), [note]
 
 
 def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
@@ -61,20 +124,27 @@ def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     raise ImageReadError(path, f"unsupported pixel type {array.dtype}; expected 8- or 16-bit")
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 RGB (H, W, 3): grey becomes 3 channels, alpha is dropped."""
+def inspect_rgb(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """An image as uint8 RGB (H, W, 3), upright (grey becomes 3 channels, alpha is dropped),
+    and what is unusual about the file (each note says how it was read)."""
     path = Path(path)
-    image = _to_uint8(_decode(path), path)
+    decoded, notes = _decode(path)
+    image = _to_uint8(decoded, path)
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB), notes
     channels = image.shape[2]
     if channels == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB), notes
     if channels == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), notes
     if channels == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB), notes
     raise ImageReadError(path, f"{channels} channels; expected grey, RGB or RGBA")
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image as uint8 RGB (H, W, 3), read as :func:`inspect_rgb` says."""
+    return inspect_rgb(path)[0]
 
 
 #: A mask pixel is defective from this value up: MVTec AD masks are 0 (normal) or 255.
@@ -86,14 +156,15 @@ def inspect_mask(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """A ground-truth mask as MVTec AD defines it, bool (H, W), and what is unusual about the
     file (each note says how it was read and what to fix).
 
-    Masks are single-channel, 0 (normal) or 255 (defective). Colour masks are read explicitly:
+    Masks are single-channel, 0 (normal) or 255 (defective), turned upright like images.
+    Colour masks are read explicitly:
     an opaque alpha channel is ignored, a transparent one composites the colour over black,
     and a pixel is defective when its brightest colour channel reaches 128, so a background of
     3 or JPEG noise is never a defect.
     """
     path = Path(path)
-    raw = _to_uint8(_decode(path), path)
-    notes = []
+    decoded, notes = _decode(path)
+    raw = _to_uint8(decoded, path)
     if raw.ndim == 3:
         colour = raw[:, :, : 3 if raw.shape[2] >= 3 else 1]
         if raw.shape[2] in (2, 4):  # grey or BGR, plus alpha

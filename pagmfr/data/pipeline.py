@@ -3,6 +3,7 @@ train/good, pseudo-anomalies made in loader workers, and a fixed validation set.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -14,7 +15,12 @@ import torch
 from torch.utils.data import Dataset
 
 from pagmfr.anomalies import PseudoAnomalyGenerator
-from pagmfr.data.check import MIN_TRAIN_IMAGES, require_clean_data
+from pagmfr.data.check import (
+    MIN_FIT_IMAGES,
+    MIN_TRAIN_IMAGES,
+    MIN_VALIDATION_IMAGES,
+    require_clean_data,
+)
 from pagmfr.data.dataset import MVTecAD, image_to_tensor
 from pagmfr.data.synthetic import make_synthetic_dataset
 
@@ -60,17 +66,34 @@ def checked_data_root(
     return resolved
 
 
-def split_train_validation(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded split of train/good indices; the validation part has at least two images (one
-    stays normal, one gets a pseudo-anomaly) and training keeps at least one."""
+def validation_count(count: int, fraction: float) -> int:
+    """How many of ``count`` training images validation holds out (``fraction`` of them, at
+    least :data:`MIN_VALIDATION_IMAGES`); refused, naming data.val_fraction and the counts,
+    when fewer than :data:`MIN_FIT_IMAGES` would be left to train on."""
+    held_out = max(MIN_VALIDATION_IMAGES, round(fraction * count))
+    left = count - held_out
+    if left >= MIN_FIT_IMAGES:
+        return held_out
     if count < MIN_TRAIN_IMAGES:
         raise ValueError(
-            f"need at least {MIN_TRAIN_IMAGES} training images to hold out a validation set, "
-            f"got {count}"
+            f"only {count} training image(s): validation holds out {MIN_VALIDATION_IMAGES} and "
+            f"training needs at least {MIN_FIT_IMAGES}; add training images (at least "
+            f"{MIN_TRAIN_IMAGES})"
         )
+    largest = math.floor(100 * (count - MIN_FIT_IMAGES) / count) / 100
+    raise ValueError(
+        f"data.val_fraction {fraction} holds out {held_out} of the {count} training images, "
+        f"leaving {left} to train on; training needs at least {MIN_FIT_IMAGES}: set "
+        f"data.val_fraction to {largest} or less"
+    )
+
+
+def split_train_validation(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of train/good indices into training and validation (see
+    :func:`validation_count`)."""
+    held_out = validation_count(count, fraction)
     order = np.random.default_rng([seed, 7]).permutation(count)
-    n_val = min(max(2, round(fraction * count)), count - 1)
-    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+    return sorted(order[held_out:].tolist()), sorted(order[:held_out].tolist())
 
 
 class PseudoAnomalyTrainSet(Dataset):

@@ -13,6 +13,7 @@ painted region.
 from __future__ import annotations
 
 import json
+import shutil
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,6 +135,21 @@ def _rng(seed: int, category: str, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(category.encode()), *stream])
 
 
+def _make_room(out: Path, categories: Sequence[str], overwrite: bool) -> None:
+    """Refuse to write a category whose folder exists under ``out``: its files (of another
+    size, seed or count) would silently mix with the new ones. ``overwrite`` removes those
+    folders first; other categories under ``out`` stay as they are."""
+    existing = [out / category for category in categories if (out / category).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(map(str, existing))}: already exists, and the new images would mix "
+            "with its files; write to a new folder, or pass --overwrite (overwrite=True) to "
+            "replace these categories"
+        )
+    for folder in existing:
+        shutil.rmtree(folder)
+
+
 def make_synthetic_dataset(
     out: str | Path,
     categories: Sequence[str] | None = None,
@@ -142,9 +158,11 @@ def make_synthetic_dataset(
     n_train: int = 48,
     n_test_good: int = 10,
     n_test_per_defect: int = 6,
+    overwrite: bool = False,
 ) -> Path:
     """Write the embedded dataset in the MVTec AD layout; the same arguments give
-    byte-identical files. Returns ``out``."""
+    byte-identical files. A category already under ``out`` is refused, or with ``overwrite``
+    replaced; other categories there are kept (and stay in its kinds file). Returns ``out``."""
     out = Path(out)
     categories = list(categories or SYNTHETIC_CATEGORIES)
     unknown = [c for c in categories if c not in SYNTHETIC_CATEGORIES]
@@ -154,6 +172,7 @@ def make_synthetic_dataset(
         )
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 px, got {image_size}")
+    _make_room(out, categories, overwrite)
     for category in categories:
         spec = SYNTHETIC_CATEGORIES[category]
         photo = spec.photo()

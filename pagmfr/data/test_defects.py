@@ -19,11 +19,9 @@ import cv2
 import numpy as np
 from skimage import data as skdata
 
-from pagmfr.anomalies.defects import defect_centre
+from pagmfr.anomalies.defects import paint_visible
 
 TEST_DEFECT_TYPES = ("contamination", "crack", "missing")
-#: Draws before a defect that changes too few pixels (a flat, dark image) is accepted as is.
-_MAX_TRIES = 20
 
 
 @functools.cache
@@ -97,13 +95,7 @@ _PAINTERS = {"contamination": _contamination, "crack": _crack, "missing": _missi
 def add_test_defect(
     image: np.ndarray, defect: str, rng: np.random.Generator, kind: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Paint one test defect on a uint8 (H, W, 3) image. The mask is the painted region:
-    pixels outside it are unchanged; a draw that changes under half of its region is drawn
-    again (a bounded number of times, so a flat image never hangs the dataset)."""
-    painter = _PAINTERS[defect]
-    for _ in range(_MAX_TRIES):
-        painted, region = painter(image, rng, defect_centre(rng, image.shape[0], kind))
-        out = np.where(region[..., None], painted, image)
-        if np.any(out != image, axis=2).sum() >= max(4, 0.5 * region.sum()):
-            break
-    return out, region
+    """Paint one test defect on a uint8 (H, W, 3) image; drawn again a bounded number of times
+    when it changes too few pixels, as validation's are (see
+    :func:`~pagmfr.anomalies.defects.paint_visible`)."""
+    return paint_visible(image, _PAINTERS[defect], rng, kind)

@@ -37,7 +37,7 @@ from pagmfr.engine.runtime import (
     seed_everything,
     to_device,
 )
-from pagmfr.files import copy_atomically
+from pagmfr.files import copy_atomically, require_output_folder
 from pagmfr.logs import log
 from pagmfr.models import AnomalyMethod, build_model
 from pagmfr.provenance import code_version
@@ -97,7 +97,7 @@ class TrainingRun:
     record, and the steps of the loop, each a method."""
 
     def __init__(self, config: Config, out_dir: Path):
-        self.config, self.out_dir = config, out_dir
+        self.config, self.out_dir = config, require_output_folder(out_dir)
         self.device = resolve_device(config.train.device)
         seed_everything(config.train.seed)
         self.setup = prepare_training(config)

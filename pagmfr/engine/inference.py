@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,16 +18,31 @@ from torch.utils.data import DataLoader
 from pagmfr import metrics as M
 from pagmfr.config import Config, describe_selection
 from pagmfr.data.dataset import MVTecAD
-from pagmfr.data.images import read_mask, read_rgb, resize_rgb, write_png
-from pagmfr.engine.checkpoints import MODEL_KEYS, load_checkpoint, model_from_checkpoint
+from pagmfr.data.images import (
+    IMAGE_SUFFIXES,
+    is_hidden,
+    list_images,
+    read_mask,
+    read_rgb,
+    resize_rgb,
+    write_png,
+)
+from pagmfr.engine.checkpoints import (
+    MODEL_KEYS,
+    checkpoint_config,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from pagmfr.engine.data import load_test_split, split_arrays
 from pagmfr.engine.runtime import autocast, resolve_device
-from pagmfr.files import write_text_atomically
+from pagmfr.files import require_output_folder, write_text_atomically
 from pagmfr.models import AnomalyMethod
 from pagmfr.provenance import code_version, environment
 from pagmfr.visualize import comparison_row, heatmap_overlay
 
 TEST_METRICS = ("image_auroc", "pixel_auroc", "au_pro", "pixel_f1_max")
+#: What ``evaluate`` and ``predict`` call their device in an error: the commands' option.
+DEVICE_OPTION = "--device"
 
 
 @torch.no_grad()
@@ -128,6 +145,13 @@ def _provenance(state: dict[str, Any], config: Config) -> dict[str, Any]:
     }
 
 
+def transfer_source(state: dict[str, Any], config: Config, checkpoint: str | Path) -> str | None:
+    """The category the checkpoint was trained on when it is tested on another (a transfer:
+    its record must not pass for a result of the tested category), else None."""
+    trained = checkpoint_config(state, checkpoint).data.category
+    return trained if trained != config.data.category else None
+
+
 def evaluate(
     checkpoint: str | Path,
     data_root: str | Path | None = None,
@@ -148,8 +172,13 @@ def evaluate(
 
     Returns:
         The metrics with their provenance: resolution, selection and selected epoch, seed, full
-        config, code versions and data fingerprints, environment.
+        config (its ``data.category``: the tested one), ``transfer_from`` (the category the
+        checkpoint was trained on, when another: see :func:`transfer_source`), code versions and
+        data fingerprints, environment.
     """
+    if out_dir is not None:
+        require_output_folder(out_dir)
+    torch_device = resolve_device(device, DEVICE_OPTION)
     state = load_checkpoint(checkpoint, needs=(*MODEL_KEYS, "epoch", "best"))
     overrides = {
         k: str(v)
@@ -157,7 +186,6 @@ def evaluate(
         if v is not None
     }
     model, config = model_from_checkpoint(state, overrides, source=checkpoint)
-    torch_device = resolve_device(device)
     model.to(torch_device)
     test = load_test_split(config)
     started = time.perf_counter()
@@ -173,6 +201,7 @@ def evaluate(
         test_images=len(test),
         inference_seconds=inference_seconds,
         checkpoint=str(checkpoint),
+        transfer_from=transfer_source(state, config, checkpoint),
         data_fingerprint=test.fingerprint(),
         **_provenance(state, config),
     )
@@ -183,15 +212,56 @@ def evaluate(
     return result
 
 
+def _images_under(folder: Path) -> list[Path]:
+    """Every image in ``folder`` and its subfolders, hidden ones skipped, in a fixed order."""
+    found = list_images(folder)
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p)):
+        found += _images_under(sub)
+    return found
+
+
+def prediction_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """The images to predict: each file as given, and for a folder every image in it and its
+    subfolders, so a whole test split is one argument."""
+    images: list[Path] = []
+    for path in map(Path, paths):
+        found = _images_under(path) if path.is_dir() else [path]
+        if not found:
+            raise ValueError(
+                f"{path}: no images in this folder or its subfolders "
+                f"({', '.join(IMAGE_SUFFIXES)}); give image files or a folder of them"
+            )
+        images += found
+    return images
+
+
+def heatmap_names(images: Sequence[Path]) -> list[Path]:
+    """Each image's heatmap, relative to the output folder: its path under the folder that
+    holds every input, named ``<stem>_heatmap.png`` (``<name>_heatmap.png`` where inputs in one
+    folder share a stem, as 000.png and 000.jpg do), so distinct inputs never overwrite each
+    other: test/good/000.png and test/crack/000.png give good/ and crack/000_heatmap.png."""
+    absolute = [Path(os.path.abspath(path)) for path in images]
+    common = Path(os.path.commonpath([path.parent for path in absolute]))
+    relative = [path.relative_to(common) for path in absolute]
+    stems = Counter(path.with_suffix("") for path in relative)
+    return [
+        path.parent / f"{path.stem if stems[path.with_suffix('')] == 1 else path.name}_heatmap.png"
+        for path in relative
+    ]
+
+
 def predict(
     checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path, device: str = "auto"
 ) -> list[dict[str, Any]]:
-    """Anomaly maps and scores for new images: ``<stem>_heatmap.png`` each, ``scores.json``
-    and the raw maps in ``maps.npz`` (at model resolution)."""
+    """Anomaly maps and scores for new images (files, or folders of them): a heatmap each
+    (named by :func:`heatmap_names`), ``scores.json`` and the raw maps in ``maps.npz`` (at
+    model resolution)."""
+    out_dir = require_output_folder(out_dir)
+    images = prediction_inputs(images)
     if not images:
         raise ValueError("predict needs at least one image")
+    torch_device = resolve_device(device, DEVICE_OPTION)
     model, config = model_from_checkpoint(load_checkpoint(checkpoint), source=checkpoint)
-    torch_device = resolve_device(device)
     model.to(torch_device)
     size = (config.data.image_size, config.data.image_size)
     arrays = [resize_rgb(read_rgb(path), size) for path in images]
@@ -201,16 +271,15 @@ def predict(
     maps, scores = infer(
         model, batches(tensor, config.train.batch_size), torch_device, config.train.amp
     )
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     vmin, vmax = float(maps.min()), float(maps.max())  # one scale for all, so maps compare
-    for path, array, anomaly_map, score in zip(images, arrays, maps, scores, strict=True):
-        write_png(
-            out_dir / f"{Path(path).stem}_heatmap.png",
-            heatmap_overlay(array, anomaly_map, vmin, vmax),
-        )
-        results.append({"image": str(path), "score": float(score)})
+    names = heatmap_names(images)
+    for path, name, array, anomaly_map, score in zip(
+        images, names, arrays, maps, scores, strict=True
+    ):
+        write_png(out_dir / name, heatmap_overlay(array, anomaly_map, vmin, vmax))
+        results.append({"image": str(path), "heatmap": str(name), "score": float(score)})
     (out_dir / "scores.json").write_text(json.dumps(results, indent=2) + "\n")
     np.savez_compressed(out_dir / "maps.npz", maps=maps, images=np.array([str(p) for p in images]))
     return results

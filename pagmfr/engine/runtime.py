@@ -12,15 +12,39 @@ import torch
 
 from pagmfr.config import Config
 
+#: The device types pagmfr runs on, and the specs :func:`resolve_device` accepts in words.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N: a GPU index) or mps"
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; an unavailable CUDA is refused by name."""
+
+def resolve_device(spec: str, key: str = "train.device") -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; a spec torch cannot parse, or a device
+    this machine does not have, is refused naming ``key`` (torch's own error names neither)."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device is {spec!r} but CUDA is not available; use auto or cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{key} {spec!r} is not a device; use {DEVICE_FORMS}") from err
+    if device.type not in DEVICE_TYPES:
+        raise ValueError(f"{key} {spec!r} is not a device pagmfr runs on; use {DEVICE_FORMS}")
+    missing = _unavailable(device)
+    if missing:
+        raise ValueError(f"{key} is {spec!r} but {missing}; use auto or cpu")
     return device
+
+
+def _unavailable(device: torch.device) -> str | None:
+    """Why this machine cannot run on ``device`` (None: it can)."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            return "CUDA is not available"
+        if device.index is not None and device.index >= count:
+            return f"this machine has {count} GPU(s) (cuda:0 to cuda:{count - 1})"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return "MPS (Apple GPU) is not available"
+    return None
 
 
 def seed_everything(seed: int) -> None:

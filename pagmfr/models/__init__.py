@@ -1,26 +1,24 @@
-"""Methods, their contract and the registry that builds them: ``build_model(config)``.
+"""Methods, their contract and how they are built: ``build_model(config)``.
 
-Importing this package registers the built-in methods (each registers itself in its file).
+The registry (:mod:`pagmfr.registry`) knows which methods exist; ``register_model`` is
+re-exported here for scripts that register their own.
 """
 
 from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
 from pagmfr.models.base import AnomalyMethod, Prediction
-from pagmfr.models.pagmfr import PAGMFR
+from pagmfr.models.build import build_model
+from pagmfr.models.pagmfr import PAGMFR, PAGMFRSettings
 from pagmfr.models.patchcore import PatchCore, PatchCoreSettings
-from pagmfr.models.registry import (
-    MethodSpec,
-    available_methods,
-    build_model,
-    method_spec,
-    register_model,
-)
-from pagmfr.models.rgpkd import RGPKD
+from pagmfr.models.rgpkd import RGPKD, RGPKDSettings
+from pagmfr.registry import MethodSpec, available_methods, method_spec, register_model
 
 __all__ = [
     "PAGMFR",
+    "PAGMFRSettings",
     "PatchCore",
     "PatchCoreSettings",
     "RGPKD",
+    "RGPKDSettings",
     "AnomalyMethod",
     "MethodSpec",
     "Prediction",

@@ -6,6 +6,7 @@ registry), never downloaded inside the module.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -81,44 +82,119 @@ def prefetch_hint(name: str) -> str:
     )
 
 
+#: Keys a state dict may lack: the classifier (a feature extractor saved without its head,
+#: never used here) and batch-norm step counts (absent from older files, never used here).
+_OPTIONAL_KEYS = re.compile(r"^fc\.|num_batches_tracked$")
+#: Offending keys an error shows.
+_SHOWN_KEYS = 3
+
+
+def architecture_shapes(name: str) -> dict[str, torch.Size]:
+    """Every key of torchvision's ``name`` and its tensor's shape, from a model built on the
+    meta device: no memory, no initialisation cost."""
+    with torch.device("meta"):
+        net = getattr(torchvision.models, name)(weights=None)
+    return {key: value.shape for key, value in net.state_dict().items()}
+
+
+def architecture_mismatch(state: dict[str, torch.Tensor], name: str) -> list[str]:
+    """Why ``state`` is not a state dict of ``name``: its missing, unexpected and reshaped keys,
+    a few of each named (empty: it fits). ``load_state_dict(strict=False)`` would accept
+    another ResNet's weights where the keys it knows fit, and train on a mixed network."""
+    expected = architecture_shapes(name)
+    missing = [k for k in expected if k not in state and not _OPTIONAL_KEYS.search(k)]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [
+        f"{k} {tuple(state[k].shape)} instead of {tuple(expected[k])}"
+        for k in state
+        if k in expected and state[k].shape != expected[k]
+    ]
+    found = (
+        ("missing key(s)", missing),
+        ("unexpected key(s)", unexpected),
+        ("key(s) of another shape", reshaped),
+    )
+    return [
+        f"{len(keys)} {what} ({', '.join(keys[:_SHOWN_KEYS])}"
+        + (", ...)" if len(keys) > _SHOWN_KEYS else ")")
+        for what, keys in found
+        if keys
+    ]
+
+
+def _fitting_architecture(state: dict[str, torch.Tensor]) -> str | None:
+    """The backbone ``state`` is a state dict of (None: none of them): what to set
+    backbone.name to."""
+    return next((name for name in STAGE_CHANNELS if not architecture_mismatch(state, name)), None)
+
+
+def check_backbone_state(state: dict[str, torch.Tensor], name: str, source: str) -> None:
+    """Refuse a state dict that is not ``name``'s, saying which architecture it fits, or one
+    holding NaN or inf (a diverged save): either would train a broken backbone and end in a
+    message about the learning rate, far from its cause."""
+    mismatch = architecture_mismatch(state, name)
+    if mismatch:
+        fits = _fitting_architecture(state)
+        fix = (
+            f"they are {fits} weights: set backbone.name to {fits} (--backbone {fits})"
+            if fits
+            else f"use a state dict saved from torchvision's {name} "
+            "(torch.save(model.state_dict(), path))"
+        )
+        raise ValueError(
+            f"{source}: these weights do not fit {name} (backbone.name): "
+            f"{'; '.join(mismatch)}; {fix}"
+        )
+    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise ValueError(
+            f"{source}: {len(broken)} tensor(s) hold NaN or inf values (e.g. "
+            f"{', '.join(broken[:_SHOWN_KEYS])}): these weights are broken; save them again "
+            "from a model that trained without diverging, or use 'imagenet' or 'none'"
+        )
+
+
+def _state_from_file(spec: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict in the file ``spec`` (bare, or under a ``state_dict`` entry), and the
+    file's path for errors."""
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"backbone weights file not found: {path}; the weights spec is 'imagenet', "
+            "'none' or a path to a state dict"
+        )
+    fix = "the weights spec is 'imagenet', 'none' or a file of torch.save(model.state_dict())"
+    state = load_tensor_file(path, "backbone weights file", fix)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict ({type(state).__name__}); {fix}")
+    odd = [k for k, v in state.items() if not (isinstance(k, str) and torch.is_tensor(v))]
+    if odd:
+        raise ValueError(f"{path}: not a state dict ({odd[0]!r} is not a named tensor); {fix}")
+    return state, str(path)
+
+
+def _imagenet_state(name: str) -> tuple[dict[str, torch.Tensor], str]:
+    """torchvision's ImageNet weights of ``name`` (cached in TORCH_HOME), and their name."""
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as err:  # URLError, timeouts, hash mismatch: all mean "not available"
+        raise RuntimeError(
+            f"ImageNet weights for {name} are not available ({type(err).__name__}: "
+            f"{err}); {prefetch_hint(name)}"
+        ) from err
+    return state, f"torchvision's ImageNet weights for {name}"
+
+
 def load_backbone_weights(backbone: ResNetFeatures, spec: str) -> None:
     """Load ``spec`` into ``backbone``: "imagenet" (torchvision's weight enum, cached in
-    TORCH_HOME), "none" (keep random weights), or a path to a state dict."""
+    TORCH_HOME), "none" (keep random weights), or a path to a state dict of the backbone's
+    architecture (``module.`` prefixes and a missing classifier are fine)."""
     if spec == "none":
         return
-    if spec == "imagenet":
-        weights = torchvision.models.get_model_weights(backbone.name).DEFAULT
-        try:
-            state = weights.get_state_dict(progress=False, check_hash=True)
-        except Exception as err:  # URLError, timeouts, hash mismatch: all mean "not available"
-            raise RuntimeError(
-                f"ImageNet weights for {backbone.name} are not available ({type(err).__name__}: "
-                f"{err}); {prefetch_hint(backbone.name)}"
-            ) from err
-    else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"backbone weights file not found: {path}; the weights spec is 'imagenet', "
-                "'none' or a path to a state dict"
-            )
-        fix = "the weights spec is 'imagenet', 'none' or a file of torch.save(model.state_dict())"
-        state = load_tensor_file(path, "backbone weights file", fix)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-            raise ValueError(f"{path}: not a state dict ({type(state).__name__}); {fix}")
+    state, source = _imagenet_state(backbone.name) if spec == "imagenet" else _state_from_file(spec)
     state = {key.removeprefix("module."): value for key, value in state.items()}
-    # Unused stages and the classifier have no parameters here, so their keys are "unexpected"
-    # (fine); every missing key is one the backbone runs with.
-    try:
-        missing, _ = backbone.net.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # tensor shapes differ: weights of another architecture
-        raise ValueError(
-            f"backbone weights {spec} do not fit {backbone.name}: "
-            f"{str(err).splitlines()[1].strip()}"
-        ) from err
-    if missing:
-        raise ValueError(
-            f"backbone weights {spec} do not fit {backbone.name}: {len(missing)} parameters "
-            f"missing, e.g. {missing[0]}"
-        )
+    check_backbone_state(state, backbone.name, source)
+    # Unused stages and the classifier have no parameters here: their keys are left out.
+    backbone.net.load_state_dict(state, strict=False)

@@ -1,7 +1,7 @@
 """The method contract: everything the engine may ask of an anomaly-detection method.
 
 The engine (fit, evaluate, predict) talks to a method only through :class:`AnomalyMethod`, so
-a new method is one file: a subclass plus its registration (:func:`register_model`).
+a new method is one file: a subclass plus its registration (:func:`pagmfr.registry.register_model`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ class AnomalyMethod(nn.Module):
       (statistics of the maps that the current weights make), in buffers too;
     - :meth:`parameter_groups` and :meth:`configure_optimizer` (Adam by default).
 
-    Class attributes tell the engine how to treat the method, before it is built.
+    Class attributes tell the engine how to treat the method, before it is built. The registry
+    builds a registered class with its ``from_config(config)`` classmethod when it has one
+    (the built-in methods: their constructors take their own typed settings), else with
+    ``cls(config)``; :meth:`check_config` holds the method's rules across config sections.
     """
 
     #: The schedule that ``train.scheduler=auto`` resolves to, as the method's authors train.
@@ -38,6 +41,11 @@ class AnomalyMethod(nn.Module):
     uses_pseudo_anomalies: ClassVar[bool] = False
     #: False for training-free methods: fit runs :meth:`prepare`, validates once and stops.
     trains: ClassVar[bool] = True
+
+    @staticmethod
+    def check_config(config: Any) -> None:
+        """Raise ValueError, naming the key, where a config's sections contradict this method's
+        settings (e.g. stages the backbone does not have). Default: no such rules."""
 
     def training_loss(
         self, batch: dict[str, torch.Tensor]

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from pagmfr.config import AnomalyConfig
+from pagmfr.models.backbone import ResNetFeatures
+from pagmfr.scoring import ScoringSettings
+
+if TYPE_CHECKING:
+    from pagmfr.config import Config
 
 
 class ConvBlock(nn.Sequential):
@@ -63,7 +68,7 @@ def smooth(anomaly_map: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def smooth_and_score(
-    anomaly_map: torch.Tensor, settings: AnomalyConfig
+    anomaly_map: torch.Tensor, settings: ScoringSettings
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The map smoothed with ``settings.smoothing_sigma`` (B, 1, H, W) and image scores (B,):
     the max or the mean of the top k (``score``, ``topk``) of the map smoothed with
@@ -140,3 +145,17 @@ class MapStats(nn.Module):
         mean = upsample_to(self.mean[None], size)
         std = upsample_to(std[None], size).clamp_min(1e-6)
         return (maps - mean.to(maps.dtype)) / std.to(maps.dtype)
+
+
+def over_run_backbone(cls: type, config: Config, settings: Any, **extra: Any) -> Any:
+    """``cls`` built as a registered factory builds a method that distils or reconstructs the
+    run's backbone: that backbone (``backbone.name`` at ``backbone.layers``), the method's own
+    ``settings``, the shared scoring, the run's resolution and seed, and ``extra``."""
+    return cls(
+        ResNetFeatures(config.backbone.name, config.backbone.layers),
+        settings,
+        config.anomaly,
+        image_size=config.data.image_size,
+        seed=config.train.seed,
+        **extra,
+    )

@@ -4,7 +4,11 @@
 Every entry remembers which training image it came from, so a training image can be scored
 against the *other* training images only (leave-one-image-out): at test time normal images
 are unseen, and a training image's own patches would make its distances 0 everywhere, which
-is not what the model will meet at test time.
+is not what the model will meet at test time. When the memory holds no other image's entries
+(a single training image, the fewest the data check allows with the validation hold-out, or a
+coreset that kept one image's patches only), the image is matched with its own entries: small
+distances, but finite ones, where excluding every entry would make them infinite and the loss
+NaN.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ class PatchMemory(nn.Module):
     def distances(self, patches: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """Nearest-neighbour (Euclidean) distance of every patch of ``patches`` (B, C, h, w) to
         the memory: (B, 1, h, w). ``exclude`` (B,): each sample's own training-set position,
-        whose entries it may not match (-1 or None: none excluded)."""
+        whose entries it may not match unless the memory holds nothing else (-1 or None: none
+        excluded)."""
         if self.size == 0:
             raise RuntimeError("the patch memory is empty: call model.prepare(training images)")
         b, c, h, w = patches.shape
@@ -96,6 +101,7 @@ class PatchMemory(nn.Module):
                 q = queries[i]
                 d2 = q.pow(2).sum(1, keepdim=True) + bank_sq - 2 * q @ self.bank.T
                 if exclude is not None and int(exclude[i]) >= 0:
-                    d2 = d2.masked_fill(self.owner == exclude[i], math.inf)
+                    own = self.owner == exclude[i]
+                    d2 = d2.masked_fill(own & ~own.all(), math.inf)  # all own: keep them
                 out.append(d2.amin(dim=1).clamp_min(0).sqrt())
         return torch.stack(out).view(b, 1, h, w)

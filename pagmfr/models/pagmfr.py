@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagmfr.config import Config
 from pagmfr.losses import (
     cosine_distance_map,
     feature_distillation_loss,
@@ -33,13 +33,147 @@ from pagmfr.models.common import (
     ConvBlock,
     ImageDecoder,
     MapStats,
+    over_run_backbone,
     smooth_and_score,
     upsample_to,
 )
 from pagmfr.models.memory import PatchMemory, local_patch_features
-from pagmfr.models.registry import register_model
+from pagmfr.scoring import ScoringSettings
+from pagmfr.settings import Check, stages_check
+
+if TYPE_CHECKING:
+    from pagmfr.config import Config
 
 _LAB_SCALE = 100.0  # Delta E of 100 is about the largest colour difference: scale to ~[0, 1]
+
+
+@dataclass
+class ReconstructionSettings:
+    """The multi-scale feature reconstruction module (``mfrm.*``)."""
+
+    #: Which backbone scales enter the reconstruction decoder: all (a 1x1 lateral at every
+    #: scale, U-Net/FPN-like: shallow scales can pass a defect straight through to their
+    #: reconstruction) or deepest (the decoder starts from the deepest scale only and must
+    #: reconstruct the shallower ones from it).
+    skips: Literal["all", "deepest"] = "all"
+
+
+@dataclass
+class FusionSettings:
+    """The multi-scale feature fusion module (``fusion.*``)."""
+
+    #: MFFM: concat (channel concatenation + conv, as in the paper), add, or none (no module).
+    mode: Literal["concat", "add", "none"] = "concat"
+    channels: int = 64
+
+    def checks(self) -> list[Check]:
+        """Each knob's constraint as (field, holds, requirement)."""
+        return [("channels", self.channels >= 1, "must be >= 1")]
+
+
+@dataclass
+class CalculatorSettings:
+    """The anomaly calculator (PAGMFR's ``anomaly.*`` keys; the scoring keys every method
+    reads, ``anomaly.smoothing_sigma`` and the score, are shared): branches, head, evidence."""
+
+    # The defaults of map_output, map_stats, map_norm and knn were chosen by measurement on
+    # the embedded dataset, those of head_form, map_fusion and knn_coreset on the real MVTec AD
+    # category at hand too (benchmarks/quality.py; README, "Quality").
+    #: Which maps feed the anomaly head: feature (cosine), image (CIELAB + SSIM), or both.
+    branches: Literal["feature", "image", "both"] = "both"
+    #: The learned head: auto (learned when training sees pseudo-anomalies, else the mean of
+    #: normalised branch maps), learned, or none.
+    head: Literal["auto", "learned", "none"] = "auto"
+    hidden: int = 32
+    #: The map (and so the score) before smoothing: the sigmoid of the head's logits, or the
+    #: logits themselves. The sigmoid saturates: many test images tie at a score of ~1.
+    map_output: Literal["sigmoid", "logits"] = "logits"
+    #: Which training samples the branch maps' running mean/std (their z-scoring) is gathered
+    #: on: all of them (half pseudo-anomalous by default), or only those left normal.
+    map_stats: Literal["all", "normal"] = "normal"
+    #: z-scoring per branch map with one mean/std each (global), or per map and pixel
+    #: position (pixel: removes position-bound offsets such as a decoder's border artefacts,
+    #: which every image shares; warm-started with cumulative averages, then updated like
+    #: batch-norm statistics).
+    map_norm: Literal["global", "pixel"] = "pixel"
+    #: The learned head: an MLP from the z-scored maps (and fused features) to the logits
+    #: (mlp), or a learned linear combination of the z-scored maps, starting as their mean,
+    #: plus that MLP with its last layer starting at zero (residual): an untrained head then
+    #: gives the unsupervised map, not a random projection of it, and training reweights the
+    #: maps and corrects it from there.
+    #: linear: that learned linear combination alone (no MLP; the fused features would have
+    #: no consumer, so no MFFM is built): the head can reweight its evidence, not invert it
+    #: through appearance features learned on the pseudo-anomalies.
+    #: gated: the z-scored maps weighted at each pixel by positive weights that the MLP
+    #: predicts from them and the fused features (starting as their mean), plus a learned
+    #: offset: the fused features decide where to trust which evidence, but cannot invent or
+    #: invert evidence.
+    #: Default linear, by measurement on real MVTec AD (transistor, 25 epochs): the residual
+    #: head's map fell from 0.93 to 0.84 pixel AUROC as it learned the pseudo-anomalies' look
+    #: (gated: to 0.62), the linear head's stayed at 0.86-0.89 (README, "Quality").
+    head_form: Literal["mlp", "residual", "linear", "gated"] = "linear"
+    #: Normal-feature evidence: one more branch map, the nearest-neighbour distance of the
+    #: input's patch features (PatchCore-style: 3x3-averaged frozen-backbone features of
+    #: ``knn_layers``, resized to the finest and concatenated) to those of the clean training
+    #: images, gathered once before training. A training image is scored against the other
+    #: training images only (leave-one-image-out), as an unseen test image will be.
+    knn: bool = True
+    #: The anomaly map when the head is learned and ``knn`` is on: the head's output alone
+    #: (head), or that output plus the patch memory's distances (as PatchCore scores them),
+    #: each z-scored with its mean and std on the normal training samples (head+knn). The head
+    #: learns from pseudo-anomalies, which real defects need not resemble, and the z-scored
+    #: evidence inside it loses the distances' ranking (per-pixel z-scores: AU-PRO 0.49 where
+    #: the distances give 0.60 on transistor): the evidence itself stays in the map.
+    map_fusion: Literal["head", "head+knn"] = "head+knn"
+    #: Backbone stages the patch features come from (must be among backbone.layers).
+    knn_layers: tuple[int, ...] = (2, 3)
+    #: Share of the training patches kept in memory (greedy k-centre coreset; 1: all): 10%, as
+    #: PatchCore's. Every training step compares its patches with the whole memory: keeping
+    #: all of them made a CPU epoch 4x as long (benchmarks/train_step.py).
+    knn_coreset: float = 0.1
+    #: At most this much memory (float32 entries; the coreset's greedy order is cut to fit),
+    #: which checkpoints carry.
+    knn_max_bank_mb: float = 64.0
+
+    def checks(self) -> list[Check]:
+        """Each knob's constraint as (field, holds, requirement)."""
+        return [
+            ("hidden", self.hidden >= 1, "must be >= 1"),
+            stages_check("knn_layers", self.knn_layers),
+            ("knn_coreset", 0.0 < self.knn_coreset <= 1.0, "must be in (0, 1]"),
+            ("knn_max_bank_mb", self.knn_max_bank_mb > 0, "must be > 0"),
+        ]
+
+
+@dataclass
+class LossSettings:
+    """Loss weights (``loss.*``): image reconstruction, features, focal."""
+
+    image_mse: float = 1.0
+    image_ssim: float = 1.0
+    feature: float = 1.0
+    focal: float = 1.0
+    focal_gamma: float = 2.0
+    #: Class weight of defective pixels; -1 turns weighting off (as in DRAEM): defects are sparse.
+    focal_alpha: float = -1.0
+
+    def checks(self) -> list[Check]:
+        """Each knob's constraint as (field, holds, requirement)."""
+        weights = ("image_mse", "image_ssim", "feature", "focal", "focal_gamma")
+        return [(name, getattr(self, name) >= 0.0, "must be >= 0") for name in weights] + [
+            ("focal_alpha", -1.0 <= self.focal_alpha <= 1.0, "must be in [-1, 1] (<0: off)")
+        ]
+
+
+@dataclass
+class PAGMFRSettings:
+    """PAGMFR's own knobs, under the keys users write: ``mfrm.*``, ``fusion.*``, PAGMFR's
+    ``anomaly.*`` and ``loss.*``."""
+
+    mfrm: ReconstructionSettings = field(default_factory=ReconstructionSettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
+    anomaly: CalculatorSettings = field(default_factory=CalculatorSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
 
 
 class FeatureReconstruction(nn.Module):
@@ -254,52 +388,90 @@ class PAGMFROutput:
     reconstructed: list[torch.Tensor]  # MFRM's clean-feature estimates
 
 
-@register_model("pagmfr")
 class PAGMFR(AnomalyMethod):
     """PAGMFR: a frozen backbone encodes a (pseudo-anomalous) image; the MFRM reconstructs the
     clean features at every used scale and the clean image; the MFFM fuses original and
     reconstructed features; the anomaly calculator turns their differences into a map.
 
     Trained on pseudo-anomalies (focal loss on the head's logits against their masks, plus
-    reconstruction losses); without them (``generator.strategy=none``) the head is not built
+    reconstruction losses); without them (``pseudo_anomalies`` False) the head is not built
     and the map is the mean of the normalised branch maps.
+
+    Args:
+        backbone: the frozen feature extractor; its ``layers`` are the scales used.
+        settings: PAGMFR's own knobs (:class:`PAGMFRSettings`).
+        scoring: how the map is smoothed and scored.
+        image_size: the input resolution (per-pixel map statistics are kept at it).
+        seed: the patch memory's coreset.
+        pseudo_anomalies: whether training batches carry pseudo-anomalies (``head=auto``
+            learns a head only then).
     """
 
     default_scheduler = "cosine"
     uses_pseudo_anomalies = True
 
-    def __init__(self, config: Config):
+    def __init__(
+        self,
+        backbone: ResNetFeatures,
+        settings: PAGMFRSettings | None = None,
+        scoring: ScoringSettings | None = None,
+        *,
+        image_size: int = 256,
+        seed: int = 0,
+        pseudo_anomalies: bool = True,
+    ):
         super().__init__()
-        self.config = config
-        backbone, anomaly = config.backbone, config.anomaly
-        self.backbone = ResNetFeatures(backbone.name, backbone.layers)
+        self.settings = settings = settings or PAGMFRSettings()
+        self.scoring = scoring or ScoringSettings()
+        self.seed = seed
+        anomaly, fusion = settings.anomaly, settings.fusion
+        self.backbone = backbone
         channels = self.backbone.channels
         self.reconstruction = FeatureReconstruction(
-            channels, self.backbone.strides[0], skips=config.mfrm.skips
+            channels, self.backbone.strides[0], skips=settings.mfrm.skips
         )
         # Without pseudo-anomalies the head has nothing to learn, and the fused features feed
         # only the head: neither is built then.
-        learned = anomaly.head == "learned" or (
-            anomaly.head == "auto" and config.trains_on_pseudo_anomalies
-        )
-        fuse = learned and config.fusion.mode != "none" and anomaly.head_form != "linear"
-        self.fusion = (
-            FeatureFusion(channels, config.fusion.mode, config.fusion.channels) if fuse else None
-        )
-        fused_channels = config.fusion.channels if fuse else 0
+        learned = anomaly.head == "learned" or (anomaly.head == "auto" and pseudo_anomalies)
+        fuse = learned and fusion.mode != "none" and anomaly.head_form != "linear"
+        self.fusion = FeatureFusion(channels, fusion.mode, fusion.channels) if fuse else None
         self.calculator = AnomalyCalculator(
             len(channels),
             anomaly.branches,
-            fused_channels,
+            fusion.channels if fuse else 0,
             anomaly.hidden,
             learned,
             knn=anomaly.knn,
-            pixel_stats=config.data.image_size if anomaly.map_norm == "pixel" else 0,
+            pixel_stats=image_size if anomaly.map_norm == "pixel" else 0,
             head_form=anomaly.head_form,
             evidence_in_map=anomaly.map_fusion == "head+knn",
         )
         self.memory = PatchMemory() if anomaly.knn else None
         self._knn_scales = [self.backbone.layers.index(layer) for layer in anomaly.knn_layers]
+
+    @classmethod
+    def from_config(cls, config: Config) -> PAGMFR:
+        """The registered factory: the run's backbone, PAGMFR's settings and the scoring."""
+        return over_run_backbone(
+            cls, config, config.pagmfr, pseudo_anomalies=config.trains_on_pseudo_anomalies
+        )
+
+    @staticmethod
+    def check_config(config: Config) -> None:
+        """The rules that tie PAGMFR's settings to the run's: the evidence's stages must be
+        the backbone's, and a learned head needs pseudo-anomalies to learn from."""
+        anomaly = config.pagmfr.anomaly
+        if anomaly.knn and not set(anomaly.knn_layers) <= set(config.backbone.layers):
+            raise ValueError(
+                f"anomaly.knn_layers must be among backbone.layers ({config.backbone.layers}) "
+                f"when anomaly.knn is on; got {anomaly.knn_layers} (set anomaly.knn_layers to "
+                "some of the backbone's stages, or anomaly.knn=false)"
+            )
+        if anomaly.head == "learned" and not config.trains_on_pseudo_anomalies:
+            raise ValueError(
+                "anomaly.head learned needs pseudo-anomalies in training; got generator.strategy "
+                f"{config.generator.strategy!r}"
+            )
 
     @torch.no_grad()
     def prepare(self, batches: Iterable[torch.Tensor]) -> None:
@@ -318,9 +490,9 @@ class PAGMFR(AnomalyMethod):
         self.memory.fill(
             torch.cat(patches),
             torch.cat(owners),
-            self.config.anomaly.knn_coreset,
-            self.config.train.seed,
-            self.config.anomaly.knn_max_bank_mb,
+            self.settings.anomaly.knn_coreset,
+            self.seed,
+            self.settings.anomaly.knn_max_bank_mb,
         )
         self.memory.to(device)
 
@@ -351,14 +523,14 @@ class PAGMFR(AnomalyMethod):
         maps = self.calculator.branch_maps(
             images, reconstruction, features, reconstructed, self.knn_map(features, exclude)
         )
-        anomaly = self.config.anomaly
+        anomaly = self.settings.anomaly
         normal = normal if anomaly.map_stats == "normal" else None
         logits = self.calculator(maps, fused, normal)
         values = logits.float()
         if anomaly.map_output == "sigmoid":
             values = torch.sigmoid(values)
         values = self.calculator.anomaly_values(values, maps, normal)
-        anomaly_map, score = smooth_and_score(values, anomaly)
+        anomaly_map, score = smooth_and_score(values, self.scoring)
         return PAGMFROutput(logits, anomaly_map, score, reconstruction, features, reconstructed)
 
     def predict(self, images: torch.Tensor) -> Prediction:
@@ -371,7 +543,7 @@ class PAGMFR(AnomalyMethod):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted sum of image reconstruction (MSE + SSIM), clean-feature reconstruction and,
         when the head is learned, focal loss against the pseudo-anomaly mask."""
-        weights = self.config.loss
+        weights = self.settings.loss
         output = self(
             batch["pseudo"],
             normal=batch["mask"].flatten(1).amax(dim=1) == 0,

@@ -21,16 +21,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from pagmfr.config import Check, Config, stages_check
 from pagmfr.models.backbone import ResNetFeatures
 from pagmfr.models.base import AnomalyMethod, Prediction
 from pagmfr.models.common import smooth, upsample_to
 from pagmfr.models.coreset import bounded_coreset
 from pagmfr.models.memory import local_patch_features
-from pagmfr.models.registry import register_model
+from pagmfr.settings import Check, stages_check
+
+if TYPE_CHECKING:
+    from pagmfr.config import Config
 
 _BYTES_PER_VALUE = 4  # the bank is float32
 
@@ -229,6 +232,3 @@ class PatchCore(AnomalyMethod):
 def _flat(embedding: torch.Tensor) -> torch.Tensor:
     """(B, D, h, w) -> (B h w, D), patches of an image consecutive in row-major order."""
     return embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
-
-
-register_model("patchcore", PatchCore.from_config, settings=PatchCoreSettings)

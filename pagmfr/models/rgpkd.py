@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -32,7 +32,6 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from pagmfr.config import Check, Config
 from pagmfr.losses import (
     cosine_distance_map,
     feature_distillation_loss,
@@ -44,18 +43,24 @@ from pagmfr.models.common import (
     ConvBlock,
     ImageDecoder,
     MapStats,
+    over_run_backbone,
     smooth_and_score,
     upsample_to,
 )
 from pagmfr.models.coreset import greedy_coreset
-from pagmfr.models.registry import register_model
+from pagmfr.scoring import ScoringSettings
+from pagmfr.settings import Check, setting
+
+if TYPE_CHECKING:
+    from pagmfr.config import Config
 
 _UNET_CHANNELS = (64, 128, 256, 512)  # ResNet-18 stages
 
 
 @dataclass
 class RGPKDSettings:
-    """RGPKD's own knobs: the config section ``rgpkd.*``."""
+    """RGPKD's own knobs: the config section ``rgpkd.*``, plus the reconstruction weights
+    ``loss.image_mse`` and ``loss.image_ssim``."""
 
     prompts: bool = True
     reconstruction: bool = True
@@ -95,6 +100,9 @@ class RGPKDSettings:
     #: every used scale strided down and fused, then a stride-2 block to twice the deepest
     #: width at half its resolution), a tighter code that a defect passes less easily.
     bottleneck: Literal["plain", "one_class"] = "one_class"
+    #: The reconstruction guidance's weights, under the keys PAGMFR's reconstruction uses too.
+    image_mse: float = setting(1.0, key="loss.image_mse")
+    image_ssim: float = setting(1.0, key="loss.image_ssim")
 
     def checks(self) -> list[Check]:
         return [
@@ -102,6 +110,8 @@ class RGPKDSettings:
             ("topk", self.topk >= 1, "must be >= 1"),
             ("bank_max_mb", self.bank_max_mb > 0, "must be > 0"),
             ("distillation", self.distillation >= 0, "must be >= 0"),
+            ("image_mse", self.image_mse >= 0, "must be >= 0"),
+            ("image_ssim", self.image_ssim >= 0, "must be >= 0"),
         ]
 
 
@@ -370,7 +380,6 @@ class SymmetricStudent(nn.Module):
         return outputs, image
 
 
-@register_model("rgpkd", settings=RGPKDSettings)
 class RGPKD(AnomalyMethod):
     """RGPKD: a student learns to reproduce a frozen teacher's multi-scale features of normal
     images, helped by prompts retrieved from a bank of training features and guided by a
@@ -378,16 +387,32 @@ class RGPKD(AnomalyMethod):
     per-scale cosine distance to the teacher is the anomaly map.
 
     Trains on normal images only, with a linear warm-up then linear decay, as its authors do.
+
+    Args:
+        teacher: the frozen feature extractor; its ``layers`` are the scales distilled.
+        settings: RGPKD's own knobs (:class:`RGPKDSettings`).
+        scoring: how the map is smoothed and scored.
+        image_size: the input resolution (per-pixel map statistics are kept at it).
+        seed: the prompt bank's subsample.
     """
 
     default_scheduler = "warmup_linear"
     uses_pseudo_anomalies = False
 
-    def __init__(self, config: Config):
+    def __init__(
+        self,
+        teacher: ResNetFeatures,
+        settings: RGPKDSettings | None = None,
+        scoring: ScoringSettings | None = None,
+        *,
+        image_size: int = 256,
+        seed: int = 0,
+    ):
         super().__init__()
-        self.config = config
-        settings = config.rgpkd
-        self.teacher = ResNetFeatures(config.backbone.name, config.backbone.layers)
+        self.settings = settings = settings or RGPKDSettings()
+        self.scoring = scoring or ScoringSettings()
+        self.seed = seed
+        self.teacher = teacher
         channels, strides = self.teacher.channels, self.teacher.strides
         if settings.student == "unet":
             self.student = UNetStudent(
@@ -402,11 +427,12 @@ class RGPKD(AnomalyMethod):
                 channels, strides, settings.prompts, settings.reconstruction, settings.bottleneck
             )
         self.bank = PromptBank(len(channels)) if settings.prompts else None
-        self.stats = (
-            MapStats(len(channels), config.data.image_size)
-            if settings.map_norm == "pixel"
-            else None
-        )
+        self.stats = MapStats(len(channels), image_size) if settings.map_norm == "pixel" else None
+
+    @classmethod
+    def from_config(cls, config: Config) -> RGPKD:
+        """The registered factory: the run's backbone as teacher, RGPKD's settings, scoring."""
+        return over_run_backbone(cls, config, config.rgpkd)
 
     # ---- the prompt bank ----
 
@@ -416,7 +442,7 @@ class RGPKD(AnomalyMethod):
         ``rgpkd.bank_size`` entries and ``rgpkd.bank_max_mb`` of memory (float16)."""
         if self.bank is None:
             return
-        settings = self.config.rgpkd
+        settings = self.settings
         device = next(self.teacher.parameters()).device
         keys, features = [], []
         for images in batches:
@@ -427,7 +453,7 @@ class RGPKD(AnomalyMethod):
         per_entry = sum(f.numel() // f.shape[0] * 2 for f in features[0])  # bytes in float16
         fit = max(1, int(settings.bank_max_mb * 2**20 // per_entry))
         index = select_bank_entries(
-            keys_all, min(settings.bank_size, fit), settings.bank_sampling, self.config.train.seed
+            keys_all, min(settings.bank_size, fit), settings.bank_sampling, self.seed
         )
         scales = [torch.cat([f[i] for f in features])[index] for i in range(len(features[0]))]
         # the k-th image of ``batches`` is the training sample whose ``index`` is k
@@ -458,14 +484,13 @@ class RGPKD(AnomalyMethod):
     def _prompts(
         self, teacher_features: list[torch.Tensor], exclude: torch.Tensor | None = None
     ) -> list[torch.Tensor] | None:
-        settings = self.config.rgpkd
         if self.bank is None:
             return None
         if self.bank.size == 0:
             raise RuntimeError(
                 "RGPKD's prompt bank is empty: call model.prepare(training images) before use"
             )
-        index = self.bank.retrieve(_pooled(teacher_features[-1]), settings.topk, exclude)
+        index = self.bank.retrieve(_pooled(teacher_features[-1]), self.settings.topk, exclude)
         return [
             entries.mean(dim=1).to(teacher_features[0].dtype)
             for entries in self.bank.entries(index)
@@ -501,7 +526,7 @@ class RGPKD(AnomalyMethod):
     ) -> torch.Tensor:
         """Max (or sum, ``rgpkd.map_combine``) over scales of the upsampled 1 - cosine(teacher,
         student), each z-scored per pixel first with ``rgpkd.map_norm=pixel``: (B, 1, H, W)."""
-        settings = self.config.rgpkd
+        settings = self.settings
         maps = self.scale_maps(teacher, student, size)
         if self.stats is not None:
             maps = self.stats.normalise(maps)
@@ -514,16 +539,14 @@ class RGPKD(AnomalyMethod):
     def predict(self, images: torch.Tensor) -> Prediction:
         """The smoothed per-scale distance map (B, 1, H, W) and its max or top-k mean."""
         teacher, student, _ = self(images)
-        return smooth_and_score(
-            self.anomaly_map(teacher, student, images.shape[-2:]), self.config.anomaly
-        )
+        return smooth_and_score(self.anomaly_map(teacher, student, images.shape[-2:]), self.scoring)
 
     def training_loss(
         self, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Multi-scale distillation on normal images plus, when on, reconstruction guidance
         (MSE + SSIM between the input and the student's reconstruction)."""
-        images, weights = batch["image"], self.config.loss
+        images, settings = batch["image"], self.settings
         if self.bank is not None and "index" not in batch:
             raise ValueError(
                 "RGPKD training batches need 'index' (each sample's training-set position) so "
@@ -532,14 +555,14 @@ class RGPKD(AnomalyMethod):
         teacher, student, reconstruction = self(images, batch.get("index"))
         distillation = feature_distillation_loss(student, teacher)
         parts = {"distillation": distillation}
-        total = self.config.rgpkd.distillation * distillation
+        total = settings.distillation * distillation
         if reconstruction is not None:
             parts["image_mse"], parts["image_ssim"] = image_reconstruction_losses(
                 reconstruction, images
             )
             total = (
                 total
-                + weights.image_mse * parts["image_mse"]
-                + weights.image_ssim * parts["image_ssim"]
+                + settings.image_mse * parts["image_mse"]
+                + settings.image_ssim * parts["image_ssim"]
             )
         return total, parts

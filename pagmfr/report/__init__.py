@@ -7,16 +7,17 @@ and ``page`` (HTML) write them, each escaping what it prints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from pagmfr.files import require_output_folder
 from pagmfr.report import latex, markdown, page, tidy
 from pagmfr.report.components import ComponentTable, component_table
 from pagmfr.report.escape import identifier
-from pagmfr.report.load import grid_from_mlflow, runs_from_folders, runs_from_mlflow
+from pagmfr.report.load import TRANSFER, grid_from_mlflow, runs_from_folders, runs_from_mlflow
 from pagmfr.report.select import Missing, Selection, select_runs
 from pagmfr.report.tables import MetricTable, build_table
 from pagmfr.report.text import missing_lines
@@ -37,6 +38,8 @@ class Report:
     components: ComponentTable
     selection: Selection
     files: list[Path]
+    #: Transfer evaluations (a checkpoint tested on another category) left out of the tables.
+    transfers_left_out: int = 0
 
     @property
     def missing(self) -> list[Missing]:
@@ -131,6 +134,7 @@ def build_report(
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown formats {unknown}; allowed: {', '.join(FORMATS)}")
+    out = require_output_folder(out_dir)
     metrics = list(dict.fromkeys(metrics))
     tex_names = tex_file_names(metrics)
     selection = select_runs(runs, grid, code_version, mix_code_versions)
@@ -140,7 +144,6 @@ def build_report(
     tables = [build_table(m, selection, reference, scale, decimals, test_over) for m in metrics]
     components = component_table(tables, len(selection.categories), selection.seeds)
     notes = _notes(selection)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     texts: dict[str, str] = {}
     if "latex" in formats:
@@ -175,9 +178,36 @@ def report_study(tracking_uri: str, study: str, out_dir: str | Path, **options) 
     )
 
 
-def report_folders(folders: list[str | Path], out_dir: str | Path, **options) -> Report:
-    """A report over stand-alone ``pagmfr train`` folders (see :func:`build_report`)."""
-    return build_report(runs_from_folders(folders), out_dir, "Stand-alone runs", **options)
+def transfer_variants(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with each transfer evaluation as a variant of its own, ``<method> (trained on
+    <category>)``: never mixed with the results of models trained on the tested category."""
+    transfer = runs[TRANSFER].notna()
+    named = runs["variant"] + " (trained on " + runs[TRANSFER].astype(str) + ")"
+    return runs.assign(variant=runs["variant"].where(~transfer, named))
+
+
+def without_transfers(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` without transfer evaluations; refused, naming them, when nothing else is left."""
+    transfer = runs[TRANSFER].notna()
+    if transfer.all():
+        raise ValueError(
+            f"{', '.join(runs['run_id'])}: only transfer evaluations (a checkpoint tested on "
+            "another category than it was trained on), which are left out of the tables; "
+            "pass --include-transfers to report them as variants of their own"
+        )
+    return runs[~transfer]
+
+
+def report_folders(
+    folders: list[str | Path], out_dir: str | Path, include_transfers: bool = False, **options
+) -> Report:
+    """A report over stand-alone ``pagmfr train`` or ``pagmfr evaluate`` folders (see
+    :func:`build_report`). A transfer evaluation is left out unless ``include_transfers``,
+    which reports it as a variant of its own (:func:`transfer_variants`)."""
+    runs = runs_from_folders(folders)
+    used = transfer_variants(runs) if include_transfers else without_transfers(runs)
+    report = build_report(used, out_dir, "Stand-alone runs", **options)
+    return replace(report, transfers_left_out=len(runs) - len(used))
 
 
 __all__ = ["FORMATS", "Report", "build_report", "report_folders", "report_study"]

@@ -149,6 +149,9 @@ def declared_grid(client: Any, run: Any) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
 
 
+#: A metrics record's key for the category its checkpoint was trained on, when it was tested on
+#: another (``pagmfr evaluate --category``); absent or null otherwise.
+TRANSFER = "transfer_from"
 #: What a stand-alone run's metrics.json must hold for a report row.
 RECORD_KEYS = ("config", "seed")
 CONFIG_KEYS = ("method", "data.category")
@@ -177,7 +180,8 @@ def _read_metrics(path: Path) -> dict:
 
 
 def runs_from_folders(folders: list[str | Path]) -> pd.DataFrame:
-    """Stand-alone ``pagmfr train`` folders (their metrics.json): one row each."""
+    """Stand-alone ``pagmfr train`` or ``pagmfr evaluate`` folders (their metrics.json): one row
+    each; ``transfer_from`` names the training category of a checkpoint tested on another."""
     rows = []
     for folder in folders:
         path = Path(folder) / "metrics.json"
@@ -198,6 +202,7 @@ def runs_from_folders(folders: list[str | Path]) -> pd.DataFrame:
             "end_time": path.stat().st_mtime,
             "error": None,
             "selection": record.get("selection_protocol") or selection_of(config),
+            TRANSFER: record.get(TRANSFER),
         }
         row.update(
             {

@@ -1,26 +1,32 @@
-"""Studies: Ray Tune runs the trials, Optuna schedules searches, MLflow records everything."""
+"""Studies: Ray Tune runs the trials, Optuna schedules searches, MLflow records everything.
 
-from pagmfr.study.cells import Cell, SearchPlan, ablation_cells, cell_key
-from pagmfr.study.runner import (
-    StudyOptions,
-    StudySummary,
-    init_ray,
-    load_best_config,
-    run_ablation,
-    run_hpo,
-    start_local_ray,
-)
+The names below load on first use (``pagmfr.study.run_ablation``...): importing a light part
+such as ``pagmfr.study.presets`` loads neither Ray nor torch.
+"""
 
-__all__ = [
-    "Cell",
-    "SearchPlan",
-    "StudyOptions",
-    "StudySummary",
-    "ablation_cells",
-    "cell_key",
-    "init_ray",
-    "load_best_config",
-    "run_ablation",
-    "run_hpo",
-    "start_local_ray",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Cell": "pagmfr.study.cells",
+    "StudyGrid": "pagmfr.study.cells",
+    "cell_key": "pagmfr.study.cells",
+    "SearchPlan": "pagmfr.study.search_plan",
+    "TrialSpec": "pagmfr.study.spec",
+    "StudyOptions": "pagmfr.study.options",
+    "StudySummary": "pagmfr.study.options",
+    "init_ray": "pagmfr.study.ray_cluster",
+    "start_local_ray": "pagmfr.study.ray_cluster",
+    "run_ablation": "pagmfr.study.ablation",
+    "run_hpo": "pagmfr.study.search",
+    "load_best_config": "pagmfr.study.search",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pagmfr.study' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

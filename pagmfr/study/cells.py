@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,9 @@ from pagmfr.config import Config
 from pagmfr.data.dataset import MVTecAD
 from pagmfr.data.pipeline import resolve_data_root
 from pagmfr.logs import log
-from pagmfr.models.registry import method_spec
-from pagmfr.provenance import code_fingerprint
+from pagmfr.provenance import code_fingerprint, code_version
+from pagmfr.registry import method_spec
+from pagmfr.study.spec import TrialSpec, cell_name
 
 NOT_IN_KEY = ("data.root", "data.num_workers", "train.device")
 
@@ -57,26 +60,21 @@ class Cell:
         """The cell's human-readable name."""
         return cell_name(self.variant, self.category, self.seed)
 
-    def spec(self) -> dict[str, Any]:
-        """What a trial receives: plain data, so it travels to any worker."""
-        return {
-            "key": self.key,
-            "variant": self.variant,
-            "category": self.category,
-            "seed": self.seed,
-            "kind": self.kind,
-            "method": self.method,
-            "fingerprint": self.fingerprint,
-            "config_key": self.config_key,
-            "code": self.code,
-            "overrides": self.overrides,
-            "config": self.config.to_flat(),
-        }
-
-
-def cell_name(variant: str, category: str, seed: int) -> str:
-    """How a cell is named to people: summaries, MLflow run names, trial names."""
-    return f"{variant} / {category} / seed {seed}"
+    def spec(self) -> TrialSpec:
+        """What the cell's trial receives."""
+        return TrialSpec(
+            self.key,
+            self.variant,
+            self.category,
+            self.seed,
+            self.kind,
+            self.method,
+            self.fingerprint,
+            self.config_key,
+            self.code,
+            self.overrides,
+            self.config.to_flat(),
+        )
 
 
 def describe_overrides(overrides: Mapping[str, Any]) -> str:
@@ -96,7 +94,7 @@ def method_code_fingerprint(method: str) -> str:
     if spec.builtin:
         return code_fingerprint()
     try:
-        source = Path(inspect.getsourcefile(spec.factory) or "").read_bytes()
+        source = Path(inspect.getsourcefile(spec.origin) or "").read_bytes()
     except (TypeError, OSError):
         log(
             f"warning: the source of method {method!r} cannot be read (defined interactively?): "
@@ -119,24 +117,27 @@ def data_fingerprint(root: str, category: str) -> str:
     return hashlib.sha256(f"{train}:{test}".encode()).hexdigest()[:32]
 
 
-def _hash(payload: dict[str, Any]) -> str:
+def short_hash(payload: dict[str, Any]) -> str:
+    """A 20-hex-digit hash of JSON-able ``payload``: keys of cells and trials."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
         :20
     ]
 
 
 def _keyed_config(config: Config) -> dict[str, Any]:
-    return {k: v for k, v in config.to_flat().items() if k not in NOT_IN_KEY}
+    """The shared keys and the cell's own method's: another method's settings never retrain
+    it."""
+    return {k: v for k, v in config.to_flat(own_method_only=True).items() if k not in NOT_IN_KEY}
 
 
 def config_key(config: Config, fingerprint: str) -> str:
     """A hash of the config (less where it runs) and the data: the cell under any code."""
-    return _hash({"config": _keyed_config(config), "data": fingerprint})
+    return short_hash({"config": _keyed_config(config), "data": fingerprint})
 
 
 def cell_key(config: Config, fingerprint: str, code: str) -> str:
     """A hash of everything that changes a cell's result: config, data and code."""
-    return _hash({"config": _keyed_config(config), "data": fingerprint, "code": code})
+    return short_hash({"config": _keyed_config(config), "data": fingerprint, "code": code})
 
 
 def kind_of(config: Config) -> str:
@@ -167,28 +168,76 @@ def make_cell(variant: str, category: str, seed: int, config: Config, overrides:
     )
 
 
-def ablation_cells(
-    base: Config,
-    variants: Mapping[str, Mapping[str, Any]],
-    categories: Iterable[str],
-    seeds: Iterable[int],
-) -> list[Cell]:
-    """Every variant x category x seed; a variant is a dict of dotted overrides of ``base``.
-    Variants that come out as the same config (the base already sets what one of them
-    changes) are refused: their cells would be one cell under two names."""
-    configs = {}
-    for variant, overrides in variants.items():
-        try:
-            configs[variant] = base.with_overrides(dict(overrides))
-        except ValueError as err:
-            raise ValueError(f"variant {variant!r}: {err}") from err
-    _refuse_identical_variants(base, variants, configs)
-    return [
-        make_cell(variant, category, seed, config, describe_overrides(variants[variant]))
-        for variant, config in configs.items()
-        for category in categories
-        for seed in seeds
-    ]
+def unique(values: Sequence[Any], what: str) -> tuple[Any, ...]:
+    """``values`` without repeats, in order, saying which were repeated: a category or seed
+    named twice would train the same cell twice."""
+    counts = Counter(values)  # in the order first named
+    repeated = [str(value) for value, count in counts.items() if count > 1]
+    if repeated:
+        log(f"note: {what} {', '.join(repeated)} named more than once: each used once")
+    return tuple(counts)
+
+
+@dataclass(frozen=True)
+class StudyGrid:
+    """An ablation study's grid: every variant x category x seed, where a variant is a dict of
+    dotted overrides of ``base`` (``{"w/o MFFM": {"fusion.mode": "none"}}``)."""
+
+    base: Config
+    variants: Mapping[str, Mapping[str, Any]]
+    categories: Sequence[str]
+    seeds: Sequence[int]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "categories", unique(self.categories, "categories"))
+        object.__setattr__(self, "seeds", unique(self.seeds, "seeds"))
+
+    def cells(self) -> list[Cell]:
+        """Every cell, variant by variant. Variants that come out as the same cell (the base
+        already sets what one of them changes, or it changes what its method does not read)
+        are refused: their cells would be one cell under two names."""
+        configs = {}
+        for variant, overrides in self.variants.items():
+            try:
+                configs[variant] = self.base.with_overrides(dict(overrides))
+            except ValueError as err:
+                raise ValueError(f"variant {variant!r}: {err}") from err
+        _refuse_identical_variants(self.base, self.variants, configs)
+        return [
+            make_cell(variant, category, seed, config, describe_overrides(self.variants[variant]))
+            for variant, config in configs.items()
+            for category in self.categories
+            for seed in self.seeds
+        ]
+
+    def declaration(
+        self, study: str, cells: list[Cell], reused: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """What a run of the study declares (on its MLflow run): every cell that should exist,
+        in order, under the key of the run that stands for it (``reused``: an older run's)."""
+        return {
+            "study": study,
+            "declared_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "code_version": code_version(),
+            "variants": [
+                {"name": v, "overrides": describe_overrides(o)} for v, o in self.variants.items()
+            ],
+            "categories": [
+                {"name": c, "kind": k}
+                for c, k in dict.fromkeys((c.category, c.kind) for c in cells)
+            ],
+            "seeds": list(self.seeds),
+            "cells": [
+                {
+                    "variant": c.variant,
+                    "category": c.category,
+                    "seed": c.seed,
+                    "key": reused.get(c.key, c.key),
+                    "config_key": c.config_key,
+                }
+                for c in cells
+            ],
+        }
 
 
 def _refuse_identical_variants(
@@ -196,7 +245,7 @@ def _refuse_identical_variants(
 ) -> None:
     groups: dict[str, list[str]] = {}
     for variant, config in configs.items():
-        groups.setdefault(_hash(_keyed_config(config)), []).append(variant)
+        groups.setdefault(short_hash(_keyed_config(config)), []).append(variant)
     same = next((group for group in groups.values() if len(group) > 1), None)
     if same is None:
         return
@@ -207,16 +256,25 @@ def _refuse_identical_variants(
         for key in variants[variant]
         if configs[variant].to_flat()[key] == base_flat[key]
     ]
+    unread = [
+        f"{key} (not a setting of {configs[variant].method})"
+        for variant in same
+        for key in variants[variant]
+        if key not in configs[variant].to_flat(own_method_only=True)
+    ]
     named = " and ".join(
         f"{v!r} ({describe_overrides(variants[v]) if variants[v] else 'no overrides'})"
         for v in same
     )
-    cause = (
-        f"the base config already sets {', '.join(dict.fromkeys(no_ops))} (from --base-config "
-        "or --set?)"
-        if no_ops
-        else "their overrides end in the same values"
-    )
+    if unread:
+        cause = f"their method does not read {', '.join(dict.fromkeys(unread))}"
+    elif no_ops:
+        cause = (
+            f"the base config already sets {', '.join(dict.fromkeys(no_ops))} (from "
+            "--base-config or --set?)"
+        )
+    else:
+        cause = "their overrides end in the same values"
     raise ValueError(
         f"variants {named} give the same config, so their cells would be identical: {cause}. "
         "Change the base config or drop one of these variants."
@@ -227,51 +285,3 @@ def cell_dir(cells_path: str | Path, study: str, key: str) -> Path:
     """A cell's working folder, stable across runs of the study: a restarted driver's trial
     resumes from the ``last.pt`` it finds there."""
     return Path(cells_path) / study / "cells" / key
-
-
-@dataclass
-class SearchPlan:
-    """Turns an HPO trial's sampled overrides into one cell per category of the search: a trial
-    trains its config on every category (in lockstep, epoch by epoch) and its objective is the
-    mean over them, so the chosen config is not fitted to one category."""
-
-    base: Config
-    categories: Sequence[str]
-    seed: int
-
-    def config_for(self, params: Mapping[str, Any], category: str | None = None) -> Config:
-        """The base config with a trial's sampled overrides, for one of the search's
-        categories (default: the first) and its seed."""
-        return self.base.with_overrides(
-            {
-                **self.overrides(params),
-                "data.category": category or self.categories[0],
-                "train.seed": self.seed,
-            }
-        )
-
-    @staticmethod
-    def overrides(params: Mapping[str, Any]) -> dict[str, Any]:
-        """The config overrides among a trial's params (the rest is the searcher's own)."""
-        return {k: v for k, v in params.items() if "." in k or k == "method"}
-
-    def spec_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The trial's spec: its cells (one per category, under ``"cells"``) and, for the MLflow
-        run that records the trial, one key over them (its variant name is ``hpo-<key>``)."""
-        described = describe_overrides(self.overrides(params))
-        cells = [
-            make_cell("", category, self.seed, self.config_for(params, category), described)
-            for category in self.categories
-        ]
-        key = _hash({"cells": [cell.key for cell in cells]})
-        variant = "hpo-" + key[:8]
-        specs = [{**cell.spec(), "variant": variant} for cell in cells]
-        return {
-            **specs[0],
-            "key": key,
-            "category": "+".join(self.categories),
-            "kind": "+".join(dict.fromkeys(cell.kind for cell in cells)),
-            "fingerprint": _hash({"data": [cell.fingerprint for cell in cells]}),
-            "config_key": _hash({"cells": [cell.config_key for cell in cells]}),
-            "cells": specs,
-        }

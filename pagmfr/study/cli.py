@@ -69,7 +69,9 @@ def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.Argumen
         type=int,
         help="a trial's resumable checkpoint every N epochs (default: the preset's)",
     )
-    parser.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
+    parser.add_argument(
+        "--max-failures", type=int, default=1, help="retries of a failing trial (0 or more)"
+    )
     parser.add_argument(
         "--max-concurrent", type=int, help="trials at once (default: as resources allow)"
     )
@@ -93,7 +95,7 @@ def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.Argumen
 
 
 def _base_config(args: argparse.Namespace, preset: Preset) -> Config:
-    from pagmfr.study.runner import load_best_config
+    from pagmfr.study.search import load_best_config
 
     overrides: dict[str, Any] = dict(preset.overrides)
     if args.base_config:
@@ -112,7 +114,7 @@ def _gpus_per_trial(args: argparse.Namespace, preset: Preset) -> GpusPerTrial | 
     if args.gpus_per_trial is None:
         return preset.gpus_per_trial
     gpus = GpusPerTrial.parse(args.gpus_per_trial, preset.gpus_per_trial)
-    from pagmfr.models.registry import available_methods
+    from pagmfr.registry import available_methods
 
     unknown = sorted(set(gpus.by_method) - set(available_methods()))
     if unknown:
@@ -124,7 +126,7 @@ def _gpus_per_trial(args: argparse.Namespace, preset: Preset) -> GpusPerTrial | 
 
 
 def _options(args: argparse.Namespace, default_name: str, preset: Preset):
-    from pagmfr.study.runner import StudyOptions
+    from pagmfr.study.options import StudyOptions
 
     return StudyOptions(
         name=args.name or default_name,
@@ -200,25 +202,27 @@ def ablation_main(
     try:
         base = _base_config(args, preset)
         chosen = _chosen_variants(args.variants or list(preset.variants or [ALL]), variants)
-        study = (
+        from pagmfr.study.cells import StudyGrid
+
+        grid = StudyGrid(
             base,
             {v: variants[v] for v in chosen},
             args.categories or list(preset.categories),
             args.seeds or list(preset.seeds),
-            _options(args, f"ablation-{args.preset}", preset),
         )
+        options = _options(args, f"ablation-{args.preset}", preset)
         if args.dry_run or args.calibrate:
             from pagmfr.study.estimate import dry_run
 
-            print(f"study {study[-1].name} (dry run)\n{dry_run(*study, measure=args.calibrate)}")
+            print(f"study {options.name} (dry run)\n{dry_run(grid, options, args.calibrate)}")
             return 0
-        from pagmfr.study.runner import run_ablation
+        from pagmfr.study.ablation import run_ablation
 
-        summary = run_ablation(*study)
+        summary = run_ablation(grid, options)
     except Exception as err:  # one line naming the file or key; --debug: the traceback
         return report_error(err, args.debug)
     print(summary.describe())
-    return 1 if summary.failed else 0
+    return summary.exit_code()
 
 
 def hpo_main(
@@ -230,11 +234,12 @@ def hpo_main(
     """``studies/hpo.py``'s command line: an Optuna search on a preset's categories (the
     objective is their mean) and first seed."""
     parser = _parser(description, presets)
-    parser.add_argument("--trials", type=int, help="default: the preset's")
+    parser.add_argument("--trials", type=int, help="at least 1 (default: the preset's)")
     parser.add_argument(
         "--metric",
         default="val_au_pro",
-        help="a validation metric (val_*), averaged over --categories",
+        help="the validation metric to maximise (val_au_pro, val_pixel_auroc...), averaged "
+        "over --categories",
     )
     parser.add_argument(
         "--grace-period",
@@ -252,13 +257,13 @@ def hpo_main(
     try:
         base = _base_config(args, preset)
         seed = (args.seeds or list(preset.seeds))[0]
-        from pagmfr.study.runner import load_best_config, run_hpo
+        from pagmfr.study.search import load_best_config, run_hpo
 
         path = run_hpo(
             base,
             space,
             args.categories or list(preset.categories),
-            args.trials or preset.trials,
+            preset.trials if args.trials is None else args.trials,
             _options(args, f"hpo-{args.preset}", preset),
             seed=seed,
             metric=args.metric,

@@ -12,18 +12,19 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import ray
 
 from pagmfr.config import Config
 from pagmfr.data.dataset import MVTecAD
-from pagmfr.data.pipeline import resolve_data_root
-from pagmfr.models.registry import MethodSpec, ensure_registered, user_methods
-from pagmfr.study.cells import Cell, ablation_cells
-from pagmfr.study.runner import StudyOptions, check_gpu_requests, init_ray, shippable_methods
+from pagmfr.data.pipeline import resolve_data_root, validation_count
+from pagmfr.registry import MethodSpec, ensure_registered, user_methods
+from pagmfr.study.cells import Cell, StudyGrid
+from pagmfr.study.options import StudyOptions
+from pagmfr.study.ray_cluster import check_gpu_requests, init_ray
+from pagmfr.study.spec import TrialSpec
+from pagmfr.study.tuning import shippable_methods
 
 #: Epochs a calibration trains; the first (loading data, warming up) is not timed.
 CALIBRATION_EPOCHS = 3
@@ -69,14 +70,14 @@ class Calibration:
         )
 
 
-def _time_epochs(spec: dict, epochs: int, methods: list[MethodSpec]) -> dict:
+def _time_epochs(spec: TrialSpec, epochs: int, methods: list[MethodSpec]) -> dict:
     """Train a cell for ``epochs`` epochs in a scratch folder; runs as a Ray task."""
     import torch
 
     from pagmfr.engine import checkpoint_path, fit
 
     ensure_registered(methods)
-    config = Config.from_flat(spec["config"]).with_overrides({"train.epochs": epochs})
+    config = Config.from_flat(spec.config).with_overrides({"train.epochs": epochs})
     reports = []
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -99,7 +100,7 @@ def train_images(config: Config) -> int:
     """The training images of a cell's category (the validation share held out)."""
     root = resolve_data_root(str(config.data.root))
     count = len(MVTecAD(root, config.data.category, "train", 32))
-    return max(1, round(count * (1 - config.data.val_fraction)))
+    return count - validation_count(count, config.data.val_fraction)
 
 
 def calibrate(
@@ -181,17 +182,11 @@ def describe(
     return "\n".join(lines)
 
 
-def dry_run(
-    base: Config,
-    variants: Mapping[str, Mapping[str, Any]],
-    categories: Iterable[str],
-    seeds: Iterable[int],
-    options: StudyOptions,
-    measure: bool = False,
-) -> str:
-    """What :func:`~pagmfr.study.runner.run_ablation` would run, without running it; with
-    ``measure``, on the cluster :func:`~pagmfr.study.runner.init_ray` joins, calibrated."""
-    cells = ablation_cells(base, variants, list(categories), list(seeds))
+def dry_run(grid: StudyGrid, options: StudyOptions, measure: bool = False) -> str:
+    """What :func:`~pagmfr.study.ablation.run_ablation` would run, without running it; with
+    ``measure``, on the cluster :func:`~pagmfr.study.ray_cluster.init_ray` joins,
+    calibrated."""
+    cells = grid.cells()
     gpus = {cell.method: options.gpus().of(cell.method) for cell in cells}
     calibrations = None
     if measure:

@@ -15,8 +15,8 @@ from typing import Any, TextIO
 from ray.tune import Callback
 from tqdm import tqdm
 
-from pagmfr.study.cells import cell_name
 from pagmfr.study.recorder import trial_error
+from pagmfr.study.spec import TrialSpec
 from pagmfr.study.trainable import METRICS
 
 #: The headline metrics a finished cell's line shows, as the line names them.
@@ -45,7 +45,7 @@ class StudyProgress(Callback):
     def __init__(
         self,
         total: int,
-        spec_of: Callable[[dict[str, Any]], dict[str, Any]],
+        spec_of: Callable[[dict[str, Any]], TrialSpec],
         stream: TextIO | None = None,
     ):
         self.spec_of = spec_of
@@ -79,8 +79,7 @@ class StudyProgress(Callback):
         )
 
     def _name(self, trial) -> str:
-        spec = self.spec_of(trial.config)
-        return cell_name(spec["variant"], spec["category"], spec["seed"])
+        return self.spec_of(trial.config).name
 
     def _end(self, trial, line: str) -> None:
         seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())

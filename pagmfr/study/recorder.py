@@ -18,6 +18,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from pagmfr.study.spec import TrialSpec
 from pagmfr.study.tracking import StudyTracker
 from pagmfr.study.trainable import METRICS
 
@@ -49,7 +50,7 @@ class MLflowRecorder(Callback):
     def __init__(
         self,
         tracker: StudyTracker,
-        spec_of: Callable[[dict[str, Any]], dict[str, Any]],
+        spec_of: Callable[[dict[str, Any]], TrialSpec],
         flush_timeout_s: float = 900.0,
     ):
         # Fail fast inside MLflow's client: the queue here does the waiting, without stalling Tune.
@@ -63,6 +64,11 @@ class MLflowRecorder(Callback):
         self.tested: set[str] = set()
         self.failed: list[str] = []
         self.finished: list[str] = []
+        #: Trials stopped mid-training by an interrupt (their runs marked KILLED), and the
+        #: number of trials that never started.
+        self.interrupted: list[str] = []
+        self.not_started = 0
+        self.ended: set[str] = set()  # trial ids that completed or failed
         self.pending: deque[Callable[[], None]] = deque()
         self.delayed_writes = 0
         self.unreachable_since: float | None = None
@@ -154,14 +160,26 @@ class MLflowRecorder(Callback):
             self.tracker.finish(run_id)
 
         self._write(complete)
-        self.finished.append(self.spec_of(trial.config)["key"])
+        self.finished.append(self.spec_of(trial.config).key)
+        self.ended.add(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         """Mark the run FAILED with the trial's error."""
         error = trial_error(trial)
         self._write(lambda: self.tracker.fail(self._run(trial), error))
-        self.failed.append(self.spec_of(trial.config)["key"])
+        self.failed.append(self.spec_of(trial.config).key)
+        self.ended.add(trial.trial_id)
 
     def on_experiment_end(self, trials, **info):
-        """Deliver every delayed write before the study returns."""
+        """Mark the runs of trials an interrupt stopped KILLED (so they read as interrupted,
+        not running; the next run of the study reopens and resumes them), count those that
+        never started, and deliver every delayed write before the study returns."""
+        for trial in trials:  # an interrupt stops trials as TERMINATED, without completing
+            if trial.trial_id in self.ended:
+                continue
+            if trial.trial_id not in self.run_ids:
+                self.not_started += 1
+                continue
+            self.interrupted.append(self.spec_of(trial.config).key)
+            self._write(lambda trial=trial: self.tracker.kill(self._run(trial)))
         self.flush()

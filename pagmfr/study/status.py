@@ -3,7 +3,8 @@
 A study on a cluster runs for days, and Tune's console dies with the terminal that started
 it. MLflow outlives both: the study run holds the grid the study last declared, and every cell
 has a run found by its ``cell_key`` tag, whose status the driver keeps (RUNNING when a trial
-starts, FINISHED or FAILED with its ``error`` tag when it ends). So the status works from
+starts, FINISHED or FAILED with its ``error`` tag when it ends, KILLED when an interrupt stopped
+it). So the status works from
 any machine that reaches the store: the head's ``mlflow server`` from a laptop, or a sqlite
 file.
 """
@@ -15,8 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pagmfr.report.load import declared_grid, study_experiment, study_run
-from pagmfr.study.cells import cell_name
 from pagmfr.study.progress import HEADLINE, duration, last_line
+from pagmfr.study.spec import cell_name
 
 #: The states a declared cell can be in, in the order the summary counts them.
 STATES = ("finished", "running", "failed", "interrupted", "missing")
@@ -146,5 +147,5 @@ def _cell_status(cell: dict, run, study_running: bool) -> CellStatus:
         tags = run.data.tags
         error = last_line(tags["error"]) if "error" in tags else "no error recorded"
         return CellStatus(**identity, state="failed", seconds=seconds, error=error)
-    state = "running" if study_running else "interrupted"
+    state = "running" if study_running and info.status == "RUNNING" else "interrupted"
     return CellStatus(**identity, state=state, seconds=seconds)

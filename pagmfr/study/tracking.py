@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from pagmfr.config import selection_of
 from pagmfr.provenance import code_version
-from pagmfr.report.load import GRID_FILE
-from pagmfr.study.cells import cell_name
+from pagmfr.report.load import GRID_FILE, check_reachable
+from pagmfr.study.spec import TrialSpec
 
 CELL_TAGS = ("study", "method", "variant", "category", "seed", "cell_key")
 _BATCH = 100  # MLflow's log_batch limit is 1000 metrics, 100 params
@@ -42,6 +42,14 @@ def artifact_location(tracking_uri: str) -> str | None:
         return None
     database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
     return (database.parent / "mlartifacts").as_uri()
+
+
+def check_tracking_server(tracking_uri: str) -> None:
+    """Fail in seconds, naming the address, when a tracking server does not answer: MLflow's
+    client would retry it for minutes before a raw error. (A sqlite store is created by the
+    study when missing.)"""
+    if tracking_uri.startswith(("http://", "https://")):
+        check_reachable(tracking_uri)
 
 
 def cell_view(metrics: Iterable[str]) -> str:
@@ -108,19 +116,21 @@ class StudyTracker:
         )
         return {run.data.tags["cell_key"]: run for run in runs}
 
-    def open_cell(self, spec: dict[str, Any]) -> str:
-        """The cell's run, reopened when it exists (a retry or a resumed study), else created
-        with its tags and the full flattened config as params."""
+    def open_cell(self, spec: TrialSpec) -> str:
+        """The cell's run, reopened when it exists unfinished (a retry, or a study resumed after
+        an interrupt), else created with its tags and the full flattened config as params. A
+        finished run is never reopened: a trial of a finished cell (an HPO trial that samples
+        a config already tried) gets a run of its own."""
         # One cell's runs only: searching the whole study at every trial start would make a
         # study quadratic in its number of cells.
         same_key = self.client.search_runs(
             [self.experiment_id],
-            f"tags.role = 'cell' and tags.cell_key = '{spec['key']}'",
+            f"tags.role = 'cell' and tags.cell_key = '{spec.key}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
         existing = same_key[0] if same_key else None
-        if existing is not None:
+        if existing is not None and existing.info.status != "FINISHED":
             run_id = existing.info.run_id
             attempts = int(existing.data.tags.get("attempts", "1")) + 1
             self.client.update_run(run_id, status="RUNNING")
@@ -130,24 +140,25 @@ class StudyTracker:
         tags = {
             "role": "cell",
             "study": self.study,
-            "method": spec["method"],
-            "variant": spec["variant"],
-            "overrides": spec.get("overrides", ""),
-            "category": spec["category"],
-            "kind": spec["kind"],
-            "seed": str(spec["seed"]),
-            "selection": selection_of(spec["config"]),
-            "cell_key": spec["key"],
-            "config_key": spec.get("config_key", ""),
-            "data_fingerprint": spec["fingerprint"],
+            "method": spec.method,
+            "variant": spec.variant,
+            "overrides": spec.overrides,
+            "category": spec.category,
+            "kind": spec.kind,
+            "seed": str(spec.seed),
+            "selection": selection_of(spec.config),
+            "cell_key": spec.key,
+            "config_key": spec.config_key,
+            "data_fingerprint": spec.fingerprint,
             "code_version": code_version(),
-            "code_fingerprint": spec.get("code", ""),
+            "code_fingerprint": spec.code,
             "attempts": "1",
             "study_run_id": self.parent_id,
         }
-        name = cell_name(spec["variant"], spec["category"], spec["seed"])
-        run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
-        params = [Param(k, str(v)) for k, v in sorted(spec["config"].items())]
+        run_id = self.client.create_run(
+            self.experiment_id, tags=tags, run_name=spec.name
+        ).info.run_id
+        params = [Param(k, str(v)) for k, v in sorted(spec.config.items())]
         for start in range(0, len(params), _BATCH):
             self.client.log_batch(run_id, params=params[start : start + _BATCH])
         self.recorded_steps[run_id] = {}
@@ -178,6 +189,10 @@ class StudyTracker:
         """Mark the run FINISHED."""
         self.client.set_terminated(run_id, "FINISHED")
 
+    def kill(self, run_id: str) -> None:
+        """Mark the run KILLED: an interrupt stopped it; a later run of the study resumes it."""
+        self.client.set_terminated(run_id, "KILLED")
+
     def fail(self, run_id: str, error: str) -> None:
         """Mark the run FAILED with the end of its error as the ``error`` tag."""
         self.client.log_batch(run_id, tags=[RunTag("error", error[-4000:])])
@@ -201,8 +216,9 @@ class StudyTracker:
         return runs
 
     def close_study(self, summary: dict[str, Any]) -> None:
-        """Summary tags on the study run; FAILED when a cell failed."""
+        """Summary tags on the study run; KILLED when interrupted, FAILED when a cell failed."""
         self.client.log_batch(self.parent_id, tags=[RunTag(k, str(v)) for k, v in summary.items()])
+        status = "FAILED" if summary.get("failed") else "FINISHED"
         self.client.set_terminated(
-            self.parent_id, "FINISHED" if not summary.get("failed") else "FAILED"
+            self.parent_id, "KILLED" if summary.get("interrupted") else status
         )

@@ -26,8 +26,10 @@ from ray import tune
 from pagmfr.config import Config
 from pagmfr.engine import TEST_METRICS, TrainingRun, checkpoint_path, evaluate, start_fit
 from pagmfr.errors import travelling_errors
-from pagmfr.models.registry import MethodSpec, ensure_registered
-from pagmfr.study.cells import SearchPlan, cell_dir
+from pagmfr.registry import MethodSpec, ensure_registered
+from pagmfr.study.cells import cell_dir
+from pagmfr.study.search_plan import SearchPlan
+from pagmfr.study.spec import TrialSpec
 
 #: Heatmaps copied into the final artifacts (a few per defect type).
 HEATMAPS_PER_DEFECT = 2
@@ -85,9 +87,10 @@ def _checkpoint(cells: list[CellRun], folder: Path) -> tune.Checkpoint:
     return tune.Checkpoint.from_directory(folder)
 
 
-def _start(cells: list[CellRun]) -> None:
+def _start(cells: list[CellRun]) -> bool:
     """Start every cell's run: from Tune's checkpoint when the trial was restored (a lost
-    node), else from the cell folder's own (a restarted driver), else from scratch."""
+    node), else from the cell folder's own (a restarted driver), else from scratch. Returns
+    whether Tune restored the trial (its driver has then recorded the epochs before)."""
     restored = tune.get_checkpoint()
     with tempfile.TemporaryDirectory() as folder:
         if restored is not None:
@@ -97,6 +100,7 @@ def _start(cells: list[CellRun]) -> None:
             cell.run = start_fit(
                 cell.config, cell.out_dir, resume=saved if saved.is_dir() else True
             )
+    return restored is not None
 
 
 def _epoch_metrics(run: TrainingRun, epoch: int) -> dict[str, float]:
@@ -112,13 +116,17 @@ def _train(cells: list[CellRun], every: int) -> None:
     ``every`` epochs, at most one per ``CHECKPOINT_SECONDS`` and none at the last epoch (the
     final result carries one): Tune snapshots the experiment whenever a trial has checkpointed
     ``num_to_keep`` times since the last snapshot, so short epochs checkpointed every time
-    would snapshot it several times a second. Every cell keeps its ``last.pt`` each epoch."""
-    _start(cells)
+    would snapshot it several times a second. Every cell keeps its ``last.pt`` each epoch.
+    A trial that resumes from its cell folder under a new driver (after an interrupt) reports
+    the epochs it had from the checkpoint's history first: the interrupted driver may not
+    have recorded them all, and MLflow keeps each epoch once."""
+    restored = _start(cells)
     saved = time.monotonic()
     runs = [cell.run for cell in cells]
     resumed_from = max(run.start_epoch for run in runs)
     epochs = max(run.epochs for run in runs)
-    for epoch in range(min(run.start_epoch for run in runs), epochs):
+    first = min(run.start_epoch for run in runs) if restored else 0
+    for epoch in range(first, epochs):
         per_cell = {
             cell.category: _epoch_metrics(cell.run, epoch)
             for cell in cells
@@ -171,15 +179,17 @@ def run_cell(params: dict[str, Any], context: TrialContext) -> None:
 
 def _run_cell(params: dict[str, Any], context: TrialContext) -> None:
     ensure_registered(context.methods)
-    spec = params["cell"] if "cell" in params else context.plan.spec_for(params)
+    spec = (
+        TrialSpec.from_dict(params["cell"]) if "cell" in params else context.plan.spec_for(params)
+    )
     cells = [
         CellRun(
-            one["key"],
-            one["category"],
-            Config.from_flat(one["config"]),
-            cell_dir(context.cells_path, context.study, one["key"]),
+            one.key,
+            one.category,
+            Config.from_flat(one.config),
+            cell_dir(context.cells_path, context.study, one.key),
         )
-        for one in spec.get("cells", [spec])
+        for one in spec.members()
     ]
     _train(cells, context.checkpoint_every)
     final = combine({cell.category: _test(cell) for cell in cells})

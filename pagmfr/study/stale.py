@@ -1,0 +1,56 @@
+"""Which cells of a study are done: finished with this code, or (on request) with older code.
+
+A cell's key covers the code that trains it, so a code change leaves no stale "finished" cell:
+the cell is retrained, unless the user keeps the old results on purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pagmfr.provenance import code_version
+from pagmfr.study.cells import Cell
+from pagmfr.study.tracking import StudyTracker
+
+
+@dataclass
+class CellsDone:
+    """Cell keys with a finished run, and the cells that count as done through an older run."""
+
+    finished: set[str] = field(default_factory=set)
+    #: Cells finished only with other code that are kept: cell key -> the old run's key.
+    reused: dict[str, str] = field(default_factory=dict)
+    #: What became of the cells finished with other code ("" when there are none).
+    note: str = ""
+
+    def pending(self, cells: list[Cell]) -> list[Cell]:
+        """The cells still to train."""
+        return [c for c in cells if c.key not in self.finished and c.key not in self.reused]
+
+
+def cells_done(cells: list[Cell], tracker: StudyTracker, keep_old: bool) -> CellsDone:
+    """The study's done cells: those whose key has a finished run and, with ``keep_old``, those
+    finished with other code (found by their config key)."""
+    runs = tracker.cell_runs()
+    finished = {key for key, run in runs.items() if run.info.status == "FINISHED"}
+    by_config = {
+        run.data.tags["config_key"]: run
+        for run in runs.values()
+        if run.info.status == "FINISHED" and run.data.tags.get("config_key")
+    }
+    stale = [c for c in cells if c.key not in finished and c.config_key in by_config]
+    if not stale:
+        return CellsDone(finished)
+    versions = sorted({by_config[c.config_key].data.tags.get("code_version", "?") for c in stale})
+    if keep_old:
+        reused = {c.key: by_config[c.config_key].data.tags["cell_key"] for c in stale}
+        note = (
+            f"{len(stale)} cell(s) finished with other code ({', '.join(versions)}) are kept "
+            "(--keep-old-results); the report mixes code versions only when asked"
+        )
+        return CellsDone(finished, reused, note)
+    note = (
+        f"{len(stale)} cell(s) finished with other code ({', '.join(versions)}) are retrained "
+        f"with {code_version()}: their code changed (--keep-old-results keeps the old results)"
+    )
+    return CellsDone(finished, {}, note)
