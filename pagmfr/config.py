@@ -170,6 +170,14 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     eval_every: int = 1
+    #: Reproducible GPU runs: PyTorch's deterministic algorithms (warning, not failing, on an
+    #: operation that has none), deterministic cuDNN without autotuning, and the cuBLAS
+    #: workspace they need (``CUBLAS_WORKSPACE_CONFIG=:4096:8``, set when the run starts unless
+    #: already set). PAGMFR's and RGPKD's training also differentiates bilinear upsampling and
+    #: reflection padding, which have no deterministic CUDA kernel: PyTorch warns and those stay
+    #: nondeterministic. Off by default: deterministic kernels may be slower. CPU runs give the
+    #: same numbers either way.
+    deterministic: bool = False
 
     def checks(self) -> list[Check]:
         """Each knob's constraint as (field, holds, requirement)."""
@@ -207,26 +215,38 @@ def _shared_keys() -> dict[str, Owners]:
     }
 
 
-_KEY_TABLE: tuple[int, dict[str, Owners]] = (-1, {})
+#: The key table of a registry generation, and the methods left out of it (method -> why).
+_KEY_TABLE: tuple[int, dict[str, Owners], dict[str, str]] = (-1, {}, {})
 
 
 def key_table() -> dict[str, Owners]:
     """Every flat key but ``method``: the shared sections', then each registered method's,
-    with where each lives. Rebuilt when a method registers."""
+    with where each lives. Rebuilt when a method registers. A method that declares a shared
+    key is left out (:func:`refused_methods` says why): a config of it is refused, every other
+    method keeps working."""
     global _KEY_TABLE
     generation = registry.generation()
     if _KEY_TABLE[0] != generation:
-        table = _shared_keys()
+        table, refused = _shared_keys(), {}
         for name, cls in registry.method_settings().items():
-            for key, where in keys_of(cls, name).items():
-                if key in table and table[key][0][0] is None:
-                    raise ValueError(
-                        f"method {name!r} declares {key}, a key every method shares; give "
-                        "its setting another key (pagmfr.settings.setting(..., key=...))"
-                    )
+            keys = keys_of(cls, name)
+            shared = [key for key in keys if key in table and table[key][0][0] is None]
+            if shared:
+                refused[name] = (
+                    f"method {name!r} declares {', '.join(shared)}, a key every method shares; "
+                    "give its setting another key (pagmfr.settings.setting(..., key=...))"
+                )
+                continue
+            for key, where in keys.items():
                 table.setdefault(key, []).append((name, where))
-        _KEY_TABLE = (generation, table)
+        _KEY_TABLE = (generation, table, refused)
     return _KEY_TABLE[1]
+
+
+def refused_methods() -> dict[str, str]:
+    """Registered methods whose settings cannot be part of a config, and why."""
+    key_table()
+    return _KEY_TABLE[2]
 
 
 def _plain(value: Any) -> Any:
@@ -323,13 +343,15 @@ class Config:
                 f"method must be one of {', '.join(registry.available_methods())}; "
                 f"got {self.method!r} (register your own with pagmfr.models.register_model)"
             )
+        if self.method in refused_methods():
+            raise ValueError(refused_methods()[self.method])
         keys = {
             (owner, where.path): key
             for key, owners in key_table().items()
             for owner, where in owners
         }
         parts: list[tuple[str | None, Any]] = [(None, self)]
-        parts += list(self.method_settings.items())
+        parts += [(n, s) for n, s in self.method_settings.items() if n not in refused_methods()]
         for owner, settings in parts:
             for path, requirement in failed_checks(settings):
                 key = keys[(owner, path)]

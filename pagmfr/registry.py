@@ -85,6 +85,7 @@ def register_model(
         if not name.isidentifier():
             raise ValueError(f"method name {name!r} must be an identifier (it names a section)")
         source = target if isinstance(target, type) else None
+        previous = _METHODS.get(name)
         _METHODS[name] = MethodSpec(
             name,
             getattr(source, "from_config", target),
@@ -96,8 +97,15 @@ def register_model(
             check or getattr(source, "check_config", _no_rules),
             target,
         )
-        _refuse_conflicting_keys(name)
         _generation += 1
+        try:
+            _refuse_conflicting_keys(name)
+        except ValueError:
+            if previous is None:  # the registration is undone, a replaced method restored
+                del _METHODS[name]
+            else:
+                _METHODS[name] = previous
+            raise
         return target
 
     return register if factory is None else register(factory)
@@ -117,7 +125,6 @@ def _refuse_conflicting_keys(name: str) -> None:
                 theirs[key].hint,
                 theirs[key].default,
             ):
-                del _METHODS[name]
                 raise ValueError(
                     f"method {name!r} declares {key} as {mine.hint} = {mine.default!r}, but "
                     f"{other!r} declares it as {theirs[key].hint} = {theirs[key].default!r}: "
@@ -133,14 +140,18 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
         return
-    _BUILTINS_LOADED = True
-    from pagmfr.models.pagmfr import PAGMFR, PAGMFRSettings
-    from pagmfr.models.patchcore import PatchCore, PatchCoreSettings
-    from pagmfr.models.rgpkd import RGPKD, RGPKDSettings
+    _BUILTINS_LOADED = True  # first: registering them comes back here
+    try:
+        from pagmfr.models.pagmfr import PAGMFR, PAGMFRSettings
+        from pagmfr.models.patchcore import PatchCore, PatchCoreSettings
+        from pagmfr.models.rgpkd import RGPKD, RGPKDSettings
 
-    register_model("pagmfr", PAGMFR, settings=PAGMFRSettings)
-    register_model("rgpkd", RGPKD, settings=RGPKDSettings)
-    register_model("patchcore", PatchCore, settings=PatchCoreSettings)
+        register_model("pagmfr", PAGMFR, settings=PAGMFRSettings)
+        register_model("rgpkd", RGPKD, settings=RGPKDSettings)
+        register_model("patchcore", PatchCore, settings=PatchCoreSettings)
+    except BaseException:
+        _BUILTINS_LOADED = False  # the next use tries again, and says why it fails
+        raise
 
 
 def generation() -> int:

@@ -78,6 +78,8 @@ PRESETS = {
     "paper": Preset(
         categories=list(MVTEC_AD_CATEGORIES),
         seeds=[0, 1, 2],
+        # With train.deterministic on (PAPER_TRAINING): a rerun cell gives its numbers again,
+        # as far as PyTorch can make the methods deterministic (README, "Reproducibility").
         overrides={**PAPER_TRAINING, "train.epochs": 600},
         # A quarter of a 24 GB GPU per trial; RGPKD (8x PAGMFR's trainable parameters) half.
         # The dry run's --calibrate measures each method's peak memory on your GPUs.

@@ -905,8 +905,9 @@ def test_predict_gives_same_named_inputs_their_own_outputs(root, tmp_path, capsy
     cv2.imwrite(str(test / "good" / "000.jpg"), good)  # one folder, one stem, two images
     inputs = sorted(p.relative_to(test) for p in test.rglob("*.*"))
     out = tmp_path / "pred"
+    again = str(test / "good" / "000.png")  # given twice, through its folder too: once
     code, output = _run(
-        ["predict", "--checkpoint", str(checkpoint), str(test), "--out", str(out)], capsys
+        ["predict", "--checkpoint", str(checkpoint), str(test), again, "--out", str(out)], capsys
     )
     assert code == 0, output
     written = sorted(p.relative_to(out) for p in out.rglob("*_heatmap.png"))

@@ -1,9 +1,11 @@
 import json
 import math
+import os
 
 import pytest
 import torch
 
+import pagmfr
 from pagmfr.cli import main
 from pagmfr.config import Config, describe_selection
 from pagmfr.engine import (
@@ -16,7 +18,9 @@ from pagmfr.engine import (
     prepare_training,
     seed_everything,
 )
+from pagmfr.engine.runtime import CUBLAS_WORKSPACE, set_determinism
 from pagmfr.models import build_model
+from pagmfr.study.presets import PAPER_TRAINING
 from pagmfr.study.presets import QUICK_TRAINING as QUICK
 
 
@@ -31,6 +35,20 @@ def _validation_metrics(model, setup):
 
 def _weights(path):
     return load_checkpoint(path)["model"]
+
+
+def _assert_same_weights(path, other):
+    theirs = _weights(other)
+    for key, value in _weights(path).items():
+        assert torch.equal(value, theirs[key]), key
+
+
+def _numbers(history):
+    """A history without its timings and memory, which differ from run to run."""
+    return [
+        {k: v for k, v in h.items() if k not in ("epoch_seconds", "peak_memory_mb")}
+        for h in history
+    ]
 
 
 @pytest.mark.slow
@@ -75,10 +93,8 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
         fit(config, tmp_path / "resumed", callbacks=(stop_after_first_epoch,))
     resumed = fit(config, tmp_path / "resumed", callbacks=())
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
-    strip = lambda h: {k: v for k, v in h.items() if k not in ("epoch_seconds", "peak_memory_mb")}  # noqa: E731
-    assert [strip(h) for h in resumed.history] == [strip(h) for h in straight.history]
-    for key, value in _weights(straight.last_checkpoint).items():
-        assert torch.equal(value, _weights(resumed.last_checkpoint)[key]), key
+    assert _numbers(resumed.history) == _numbers(straight.history)
+    _assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
 
 
 @pytest.mark.slow
@@ -90,6 +106,58 @@ def test_same_seed_same_numbers_on_cpu(tmp_path):
     assert [h["loss"] for h in first.history] == [h["loss"] for h in again.history]
     assert first.best_metrics == again.best_metrics
     assert [h["loss"] for h in first.history] != [h["loss"] for h in other.history]
+
+
+@pytest.fixture
+def determinism_restored():
+    """torch's deterministic mode is process-wide: back to off after the test."""
+    yield
+    set_determinism(False)
+
+
+def test_determinism_sets_torchs_flags_and_the_cublas_workspace(monkeypatch, determinism_restored):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    set_determinism(True)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()  # warns where there is none
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # chosen before the run: it stands
+    set_determinism(True)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    set_determinism(False)  # the next run's config, in the same process (a reused Ray worker)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.deterministic
+
+
+def test_deterministic_is_a_config_key_off_by_default_and_on_in_the_paper_preset():
+    assert Config().train.deterministic is False
+    assert _config(**{"train.deterministic": "true"}).train.deterministic is True
+    assert _config(**PAPER_TRAINING).train.deterministic is True
+
+
+@pytest.mark.parametrize(
+    "method", ["pagmfr", "patchcore", pytest.param("rgpkd", marks=pytest.mark.slow)]
+)
+@pytest.mark.filterwarnings("error:.*does not have a deterministic implementation")
+def test_deterministic_training_on_the_cpu_works_and_changes_no_number(
+    tmp_path, method, determinism_restored
+):
+    """The CPU is deterministic already; with the key on, no operation of a method lacks a
+    deterministic CPU kernel (PyTorch's warning fails the test) and every number stays."""
+    runs = {}
+    for on in (False, True):
+        config = _config(
+            method=method,
+            **{"data.category": "brick", "train.epochs": 2, "train.deterministic": on},
+        )
+        runs[on] = pagmfr.train(config, tmp_path / str(on), callbacks=())
+        recorded = json.loads((tmp_path / str(on) / "metrics.json").read_text())["config"]
+        assert recorded["train.deterministic"] is on
+    assert _numbers(runs[True]["history"]) == _numbers(runs[False]["history"])
+    for metric in ("image_auroc", "pixel_auroc", "au_pro", "pixel_f1_max"):
+        assert runs[True][metric] == runs[False][metric], metric
+    _assert_same_weights(*(checkpoint_path(tmp_path / str(on), config, "last") for on in runs))
 
 
 @pytest.mark.slow
@@ -231,6 +299,7 @@ def test_cli_train_evaluate_predict_end_to_end(tmp_path, capsys):
             r"generator.strategy: unknown strategy 'perlin'; allowed: adaptive",
         ),
         ("backbone.layers=3,1", r"backbone.layers must be increasing stages"),
+        ("train.deterministic=maybe", r"train.deterministic must be true or false; got 'maybe'"),
         ("nonsense", r"--set expects key=value, got 'nonsense'"),
     ],
 )

@@ -147,7 +147,16 @@ def test_methods_that_disagree_on_a_shared_key_are_refused():
 
     register_model("sneaky", PatchCore, settings=Sneaky)
     try:
+        assert Config.from_flat({}).method == "pagmfr"  # every other method keeps working
         with pytest.raises(ValueError, match="declares anomaly.smoothing_sigma, a key every"):
-            Config.from_flat({})
+            Config.from_flat({"method": "sneaky"})
     finally:
         register_model("sneaky", PatchCore, replace=True)  # without settings: harmless
+
+    @dataclass
+    class Conflicting:
+        image_mse: float = setting(3.0, key="loss.image_mse")
+
+    with pytest.raises(ValueError, match="declares loss.image_mse"):  # a replacement refused
+        register_model("rgpkd", RGPKD, settings=Conflicting, replace=True)
+    assert "rgpkd" in available_methods() and Config().with_overrides({"method": "rgpkd"})

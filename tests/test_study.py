@@ -303,8 +303,9 @@ def test_an_interrupted_study_says_so_and_its_rerun_keeps_every_epoch(tmp_path):
 
 def test_a_code_change_retrains_the_cells_and_the_report_shows_only_the_new_code(tmp_path):
     """A smoke study, one line of pagmfr changed (in a copy of the package, without git), the
-    study re-run: its cell is retrained, and the report shows the new code's run only; with
-    --keep-old-results, a further change retrains nothing."""
+    study re-run: its cell is retrained, and the report shows the new code's run only; a change
+    to the report or the CLI retrains nothing; with --keep-old-results, a further change to the
+    training code retrains nothing."""
     package = tmp_path / "package"
     shutil.copytree(PACKAGE_DIR, package / "pagmfr", ignore=shutil.ignore_patterns("__pycache__"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -335,6 +336,13 @@ def test_a_code_change_retrains_the_cells_and_the_report_shows_only_the_new_code
     assert f"Code: {new} (1 runs)." in (tmp_path / "report" / "report.md").read_text()
     older = report_study(uri, "changed", tmp_path / "old", metrics=["au_pro"], code_version=old)
     assert list(older.selection.kept["code_version"]) == [old]
+
+    # A change outside the code that trains the cell (the report, the CLI): nothing retrained.
+    for edited in ("report/latex.py", "cli.py"):
+        with open(package / "pagmfr" / edited, "a") as source:
+            source.write("\n# a typo fixed\n")
+    output = run_study()
+    assert "1 already finished" in output and "0 trained now" in output, output[-1500:]
 
     # Another change, re-run with --keep-old-results: nothing retrained, the last run kept.
     with open(package / "pagmfr" / "metrics.py", "a") as source:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pagmfr.code_scope import method_code_fingerprint
 from pagmfr.config import Config
 from pagmfr.study.cells import StudyGrid
 from pagmfr.study.cli import GpusPerTrial, ablation_main, variant_slug
@@ -92,6 +93,9 @@ def test_the_paper_dry_run_lists_cells_and_gpu_shares_per_method(dry_run):
     assert "PatchCore / brick / seed 0  [patchcore, key " in output  # the baseline column
     assert "pagmfr: 1 CPU, 0.25 GPU, patchcore: 1 CPU, 0.25 GPU, rgpkd: 1 CPU, 0.5 GPU" in output
     assert "add --calibrate" in output  # no guessed GPU-hours
+    keyed = "code each method's cells are keyed by (a change elsewhere retrains nothing): "
+    fingerprints = [f"{m} {method_code_fingerprint(m)}" for m in ("pagmfr", "patchcore", "rgpkd")]
+    assert keyed + ", ".join(fingerprints) in output
 
 
 def test_variants_are_chosen_by_slug_or_name_and_unknown_ones_listed(dry_run):

@@ -1,8 +1,10 @@
 """Study records without Ray: cell keys and code, identical variants, resumed epochs, the
 MLflow view, and files in the study's storage."""
 
+import dataclasses
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,20 +12,26 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pagmfr.categories import category_kind
+from pagmfr.code_scope import (
+    SHARED_ROOTS,
+    method_code_fingerprint,
+    scope_fingerprint,
+    training_modules,
+)
 from pagmfr.config import Config
-from pagmfr.provenance import code_fingerprint
+from pagmfr.provenance import PACKAGE_DIR, code_fingerprint
 from pagmfr.study import storage
 from pagmfr.study.cells import (
     StudyGrid,
     cell_key,
     config_key,
     describe_overrides,
-    method_code_fingerprint,
 )
 from pagmfr.study.cli import hpo_main
 from pagmfr.study.presets import SMOKE_TRAINING, Preset
 from pagmfr.study.search import load_best_config
 from pagmfr.study.spec import TrialSpec
+from pagmfr.study.stale import cells_done
 from pagmfr.study.tracking import CELL_VIEW, StudyTracker
 
 METHOD_SOURCE = """
@@ -49,7 +57,37 @@ def test_the_cell_key_pins_config_data_and_code():
     # Where the data lives, loader workers and the device change no result.
     moved = config.with_overrides({"data.root": "/elsewhere", "data.num_workers": 8})
     assert cell_key(moved, "data", "code-a") == cell_key(config, "data", "code-a")
-    assert method_code_fingerprint("pagmfr") == code_fingerprint()
+    fingerprints = {method_code_fingerprint(m) for m in ("pagmfr", "rgpkd", "patchcore")}
+    assert len(fingerprints) == 3 and code_fingerprint() not in fingerprints
+
+
+def _scope(package, method):
+    roots = (f"pagmfr.models.{method}", *SHARED_ROOTS)
+    return scope_fingerprint(roots, package_dir=package)
+
+
+def test_a_cell_is_keyed_by_the_code_that_trains_it(tmp_path):
+    """Editing the report or the CLI changes no method's fingerprint; editing PAGMFR's module
+    changes PAGMFR's and no other; editing the engine changes every method's."""
+    package = Path(shutil.copytree(PACKAGE_DIR, tmp_path / "pagmfr"))
+    methods = ("pagmfr", "rgpkd", "patchcore")
+    before = {m: _scope(package, m) for m in methods}
+    assert before == {m: method_code_fingerprint(m) for m in methods}  # the copy is this code
+    for edited in ("report/latex.py", "cli.py", "study/ablation.py", "demo.py"):
+        with open(package / edited, "a") as file:
+            file.write("\n# a typo fixed\n")
+        assert {m: _scope(package, m) for m in methods} == before, edited
+    with open(package / "models" / "pagmfr.py", "a") as file:
+        file.write("\n# a fix in PAGMFR\n")
+    after = {m: _scope(package, m) for m in methods}
+    assert after["pagmfr"] != before["pagmfr"]
+    assert (after["rgpkd"], after["patchcore"]) == (before["rgpkd"], before["patchcore"])
+    with open(package / "engine" / "fit.py", "a") as file:
+        file.write("\n# a fix in the training loop\n")
+    assert all(_scope(package, m) != after[m] for m in methods)
+    modules = training_modules(("pagmfr.models.patchcore", *SHARED_ROOTS))
+    assert "pagmfr.models.pagmfr" not in modules and "pagmfr.models.build" in modules
+    assert not [m for m in modules if m.startswith(("pagmfr.report", "pagmfr.cli"))]
 
 
 def test_a_user_method_is_keyed_by_its_own_source(tmp_path):
@@ -121,6 +159,18 @@ def test_epochs_reported_again_after_a_resume_are_logged_once(tmp_path):
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.9), (2, 0.8), (3, 5.0)]
     resumed = MlflowClient(uri).get_metric_history(run_id, "resumed_from_epoch")
     assert [m.step for m in resumed] == [1, 2, 3]
+
+
+def test_cells_of_versions_before_per_method_keys_are_found_for_keep_old_results(tmp_path):
+    """Runs recorded before cells were keyed on their own method's settings carry a config
+    key over every method's: --keep-old-results still finds them."""
+    cell = StudyGrid(Config(), {"full model": {}}, ["brick"], [0]).cells()[0]
+    assert cell.legacy_config_key != cell.config_key
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "upgraded")
+    old = dataclasses.replace(cell.spec(), key="old-key", config_key=cell.legacy_config_key)
+    tracker.finish(tracker.open_cell(old))
+    assert cells_done([cell], tracker, keep_old=True).reused == {cell.key: "old-key"}
+    assert "are retrained" in cells_done([cell], tracker, keep_old=False).note
 
 
 def test_a_finished_run_is_never_reopened_and_a_killed_one_is(tmp_path):

@@ -92,9 +92,11 @@ def model_from_checkpoint(
 
 
 def check_resumable(checkpoint: dict[str, Any], config: Config, path: Path) -> None:
-    """Refuse to resume a run written with another config (extending the epochs is fine)."""
+    """Refuse to resume a run written with another config of its method (extending the epochs
+    is fine; another method's settings, which a study cell is not keyed on, are too)."""
     # Through the config, so keys added since (a newly registered method) read as defaults.
-    saved, current = checkpoint_config(checkpoint, path).to_flat(), config.to_flat()
+    saved = checkpoint_config(checkpoint, path).to_flat(own_method_only=True)
+    current = config.to_flat(own_method_only=True)
     for key in ("train.epochs",):
         saved.pop(key, None)
         current.pop(key, None)

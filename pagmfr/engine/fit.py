@@ -35,6 +35,7 @@ from pagmfr.engine.runtime import (
     peak_memory_mb,
     resolve_device,
     seed_everything,
+    set_determinism,
     to_device,
 )
 from pagmfr.files import copy_atomically, require_output_folder
@@ -98,6 +99,7 @@ class TrainingRun:
 
     def __init__(self, config: Config, out_dir: Path):
         self.config, self.out_dir = config, require_output_folder(out_dir)
+        set_determinism(config.train.deterministic)  # before CUDA starts: cuBLAS reads it then
         self.device = resolve_device(config.train.device)
         seed_everything(config.train.seed)
         self.setup = prepare_training(config)

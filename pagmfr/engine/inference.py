@@ -222,8 +222,9 @@ def _images_under(folder: Path) -> list[Path]:
 
 def prediction_inputs(paths: Sequence[str | Path]) -> list[Path]:
     """The images to predict: each file as given, and for a folder every image in it and its
-    subfolders, so a whole test split is one argument."""
-    images: list[Path] = []
+    subfolders, so a whole test split is one argument; an image given twice (a folder and a
+    file in it) is predicted once."""
+    images: dict[Path, Path] = {}  # by resolved path, in the order given
     for path in map(Path, paths):
         found = _images_under(path) if path.is_dir() else [path]
         if not found:
@@ -231,8 +232,9 @@ def prediction_inputs(paths: Sequence[str | Path]) -> list[Path]:
                 f"{path}: no images in this folder or its subfolders "
                 f"({', '.join(IMAGE_SUFFIXES)}); give image files or a folder of them"
             )
-        images += found
-    return images
+        for image in found:
+            images.setdefault(image.resolve(), image)
+    return list(images.values())
 
 
 def heatmap_names(images: Sequence[Path]) -> list[Path]:

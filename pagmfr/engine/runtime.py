@@ -3,6 +3,7 @@ learning-rate schedules and memory figures."""
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 from typing import Any
@@ -11,6 +12,10 @@ import numpy as np
 import torch
 
 from pagmfr.config import Config
+from pagmfr.logs import log
+
+#: The cuBLAS workspace setting PyTorch documents for deterministic matrix products on CUDA.
+CUBLAS_WORKSPACE = ":4096:8"
 
 #: The device types pagmfr runs on, and the specs :func:`resolve_device` accepts in words.
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -52,6 +57,31 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def set_determinism(deterministic: bool) -> None:
+    """Apply ``train.deterministic`` to this process, on or off: a process that runs several
+    runs (a reused Ray worker) follows each run's config, not the first one's. Called before
+    the run touches CUDA, so the cuBLAS setting comes before cuBLAS reads it."""
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        torch.backends.cudnn.benchmark = False  # autotuning picks kernels by their timing
+        _choose_cublas_workspace()
+
+
+def _choose_cublas_workspace() -> None:
+    """``CUBLAS_WORKSPACE_CONFIG``, unless already chosen; it must come before cuBLAS starts,
+    which a process that has already initialised CUDA may have done (it then says so)."""
+    if os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
+        return
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    if torch.cuda.is_initialized():
+        log(
+            "WARNING: train.deterministic is on but this process initialised CUDA before "
+            "CUBLAS_WORKSPACE_CONFIG was set, so cuBLAS may not be deterministic: set "
+            f"CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} in the environment before starting"
+        )
 
 
 def autocast(device: torch.device, enabled: bool) -> Any:

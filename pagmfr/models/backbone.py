@@ -1,7 +1,7 @@
 """Frozen torchvision ResNets that return the features of chosen stages.
 
-The module is pure: weights are loaded by :func:`load_backbone_weights` (called from the model
-registry), never downloaded inside the module.
+The module is pure: weights are loaded by :func:`load_backbone_weights` (called from
+``build_model``), never downloaded inside the module.
 """
 
 from __future__ import annotations
@@ -97,12 +97,23 @@ def architecture_shapes(name: str) -> dict[str, torch.Size]:
     return {key: value.shape for key, value in net.state_dict().items()}
 
 
-def architecture_mismatch(state: dict[str, torch.Tensor], name: str) -> list[str]:
-    """Why ``state`` is not a state dict of ``name``: its missing, unexpected and reshaped keys,
-    a few of each named (empty: it fits). ``load_state_dict(strict=False)`` would accept
-    another ResNet's weights where the keys it knows fit, and train on a mixed network."""
+def _unused_stage(key: str, deepest: int) -> bool:
+    """A key of a stage deeper than ``deepest``: a backbone that stops there has no use for
+    it (``ResNetFeatures`` replaces such stages, and a state dict saved from one lacks them)."""
+    return any(key.startswith(f"layer{stage}.") for stage in range(deepest + 1, 5))
+
+
+def architecture_mismatch(state: dict[str, torch.Tensor], name: str, deepest: int = 4) -> list[str]:
+    """Why ``state`` is not a state dict of ``name`` used up to stage ``deepest``: its missing,
+    unexpected and reshaped keys, a few of each named (empty: it fits).
+    ``load_state_dict(strict=False)`` would accept another ResNet's weights where the keys it
+    knows fit, and train on a mixed network."""
     expected = architecture_shapes(name)
-    missing = [k for k in expected if k not in state and not _OPTIONAL_KEYS.search(k)]
+    missing = [
+        k
+        for k in expected
+        if k not in state and not _OPTIONAL_KEYS.search(k) and not _unused_stage(k, deepest)
+    ]
     unexpected = [k for k in state if k not in expected]
     reshaped = [
         f"{k} {tuple(state[k].shape)} instead of {tuple(expected[k])}"
@@ -128,11 +139,13 @@ def _fitting_architecture(state: dict[str, torch.Tensor]) -> str | None:
     return next((name for name in STAGE_CHANNELS if not architecture_mismatch(state, name)), None)
 
 
-def check_backbone_state(state: dict[str, torch.Tensor], name: str, source: str) -> None:
+def check_backbone_state(
+    state: dict[str, torch.Tensor], name: str, source: str, deepest: int = 4
+) -> None:
     """Refuse a state dict that is not ``name``'s, saying which architecture it fits, or one
     holding NaN or inf (a diverged save): either would train a broken backbone and end in a
     message about the learning rate, far from its cause."""
-    mismatch = architecture_mismatch(state, name)
+    mismatch = architecture_mismatch(state, name, deepest)
     if mismatch:
         fits = _fitting_architecture(state)
         fix = (
@@ -195,6 +208,6 @@ def load_backbone_weights(backbone: ResNetFeatures, spec: str) -> None:
         return
     state, source = _imagenet_state(backbone.name) if spec == "imagenet" else _state_from_file(spec)
     state = {key.removeprefix("module."): value for key, value in state.items()}
-    check_backbone_state(state, backbone.name, source)
+    check_backbone_state(state, backbone.name, source, max(backbone.layers))
     # Unused stages and the classifier have no parameters here: their keys are left out.
     backbone.net.load_state_dict(state, strict=False)

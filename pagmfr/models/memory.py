@@ -5,8 +5,8 @@ Every entry remembers which training image it came from, so a training image can
 against the *other* training images only (leave-one-image-out): at test time normal images
 are unseen, and a training image's own patches would make its distances 0 everywhere, which
 is not what the model will meet at test time. When the memory holds no other image's entries
-(a single training image, the fewest the data check allows with the validation hold-out, or a
-coreset that kept one image's patches only), the image is matched with its own entries: small
+(a coreset that kept one image's patches only, or a single training image, which the data
+check no longer allows), the image is matched with its own entries: small
 distances, but finite ones, where excluding every entry would make them infinite and the loss
 NaN.
 """

@@ -447,7 +447,11 @@ class PAGMFR(AnomalyMethod):
             evidence_in_map=anomaly.map_fusion == "head+knn",
         )
         self.memory = PatchMemory() if anomaly.knn else None
-        self._knn_scales = [self.backbone.layers.index(layer) for layer in anomaly.knn_layers]
+        self._knn_scales = (
+            [self.backbone.layers.index(layer) for layer in anomaly.knn_layers]
+            if anomaly.knn
+            else []
+        )
 
     @classmethod
     def from_config(cls, config: Config) -> PAGMFR:

@@ -98,7 +98,12 @@ def _notes(selection: Selection) -> list[str]:
         else f"Cells: inferred from the runs ({shape}; the study declared no grid)."
     )
     versions = ", ".join(f"{v} ({n} runs)" for v, n in selection.code_versions.items())
-    label = "Code versions (mixed on request)" if len(selection.code_versions) > 1 else "Code"
+    if selection.mixed_methods:
+        label = "Code versions (mixed on request)"
+    elif len(selection.code_versions) > 1:
+        label = "Code versions (the same training code)"
+    else:
+        label = "Code"
     notes.append(f"{label}: {versions}.")
     notes.append(f"Tested epoch: {selection.protocol}.")
     if selection.other_runs:

@@ -56,6 +56,8 @@ class Selection:
     other_runs: int = 0
     #: Code versions of the kept runs, with how many runs each.
     code_versions: dict[str, int] = field(default_factory=dict)
+    #: Methods whose kept runs were trained by different code (their code fingerprints).
+    mixed_methods: list[str] = field(default_factory=list)
     #: Selection protocols of the kept runs (which epoch each tested), with how many runs each.
     protocols: dict[str, int] = field(default_factory=dict)
     #: Whether the cells came from the grid the study declared.
@@ -161,17 +163,27 @@ def select_runs(
         duplicates_dropped=dropped,
         other_runs=len(paired) - len(kept) - dropped,
         code_versions=_versions(kept),
+        mixed_methods=_mixed_methods(kept),
         protocols=_column(kept, "selection").replace("", "not recorded").value_counts().to_dict(),
         declared=bool(grid),
     )
-    if len(selection.code_versions) > 1 and not mix_code_versions:
+    if selection.mixed_methods and not mix_code_versions:
         listed = ", ".join(f"{v} ({n} runs)" for v, n in selection.code_versions.items())
         raise ValueError(
-            f"the runs to report come from {len(selection.code_versions)} code versions: "
-            f"{listed}. Re-run the study to retrain the cells of the older code, report one "
-            "version with --code-version VERSION, or mix them knowingly with --mix-code-versions"
+            f"the runs of {', '.join(selection.mixed_methods)} to report were trained by "
+            f"different code ({listed}). Re-run the study to retrain the cells of the older "
+            "code, report one version with --code-version VERSION, or mix them knowingly with "
+            "--mix-code-versions"
         )
     return selection
+
+
+def _mixed_methods(kept: pd.DataFrame) -> list[str]:
+    """Methods with kept runs of more than one training code: each method's cells are keyed
+    by its own code, so different methods differ by design, one method's runs must not."""
+    methods = _column(kept, "method")
+    per_method = kept["version"].groupby(methods).nunique()
+    return sorted(per_method[per_method > 1].index)
 
 
 def _kinds(runs: pd.DataFrame, grid: Mapping[str, Any] | None) -> dict[str, str]:
@@ -182,13 +194,13 @@ def _kinds(runs: pd.DataFrame, grid: Mapping[str, Any] | None) -> dict[str, str]
 
 
 def _versions(kept: pd.DataFrame) -> dict[str, int]:
-    """The kept runs' code versions as people read them, with how many runs each."""
+    """The kept runs' code versions as people read them (the recorded version, else the code
+    fingerprint), with how many runs each."""
     readable = _column(kept, "code_version").where(
         _column(kept, "code_version") != "", kept["version"]
     )
-    names = readable.groupby(kept["version"]).agg(lambda s: " / ".join(sorted(set(s))))
-    counts = kept["version"].value_counts()
-    return {names[v] or "not recorded": int(counts[v]) for v in counts.index}
+    counts = readable.replace("", "not recorded").value_counts()
+    return {str(v): int(n) for v, n in counts.items()}
 
 
 def _missing(

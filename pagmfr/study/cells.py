@@ -1,16 +1,16 @@
 """Study cells: (method, variant, category, seed) with a stable key.
 
-The key hashes everything that changes a cell's result (the full config, a fingerprint of the
-category's data and of the code that trains it) and nothing that does not (where the data
-lives, loader workers, device), so re-running a study recognises finished cells even from
-another machine, and retrains them after a code change. The ``config_key`` leaves the code out:
+The key hashes everything that changes a cell's result (the shared config and the method's own
+settings, a fingerprint of the category's data and of the code that trains it) and nothing that
+does not (where the data lives, loader workers, device; another method's settings or code; the
+report, the CLI), so re-running a study recognises finished cells even from another machine, and
+retrains them after a change to their own code. The ``config_key`` leaves the code out:
 it finds a cell's runs under older code.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from pagmfr.categories import category_kind
+from pagmfr.code_scope import method_code_fingerprint
 from pagmfr.config import Config
 from pagmfr.data.dataset import MVTecAD
 from pagmfr.data.pipeline import resolve_data_root
 from pagmfr.logs import log
-from pagmfr.provenance import code_fingerprint, code_version
-from pagmfr.registry import method_spec
+from pagmfr.provenance import code_version
 from pagmfr.study.spec import TrialSpec, cell_name
 
 NOT_IN_KEY = ("data.root", "data.num_workers", "train.device")
@@ -45,6 +45,9 @@ class Cell:
     kind: str = ""
     #: The key without the code: the same cell under any code version.
     config_key: str = ""
+    #: The config key as versions before 0.1.0's per-method keys computed it (over every
+    #: method's settings): how --keep-old-results finds the cell's runs recorded by them.
+    legacy_config_key: str = ""
     #: The fingerprint of the code that trains the cell (:func:`method_code_fingerprint`).
     code: str = ""
     #: What the cell's variant changes, as people read it ("fusion.mode=none").
@@ -83,25 +86,6 @@ def describe_overrides(overrides: Mapping[str, Any]) -> str:
     if not overrides:
         return "(base config)"
     return ", ".join(f"{key}={value}" for key, value in overrides.items())
-
-
-@cache
-def method_code_fingerprint(method: str) -> str:
-    """The code a method's cells depend on: pagmfr's source, plus, for a method registered
-    outside pagmfr, the whole source file that defines it (a user's method lives in their
-    script or module, which pagmfr's fingerprint does not see)."""
-    spec = method_spec(method)
-    if spec.builtin:
-        return code_fingerprint()
-    try:
-        source = Path(inspect.getsourcefile(spec.origin) or "").read_bytes()
-    except (TypeError, OSError):
-        log(
-            f"warning: the source of method {method!r} cannot be read (defined interactively?): "
-            "its cells are keyed by pagmfr's code only, so a change to it is not detected"
-        )
-        source = b""
-    return hashlib.sha256(code_fingerprint().encode() + b"\0" + source).hexdigest()[:16]
 
 
 @cache
@@ -163,6 +147,12 @@ def make_cell(variant: str, category: str, seed: int, config: Config, overrides:
         fingerprint=fingerprint,
         kind=kind_of(config),
         config_key=config_key(config, fingerprint),
+        legacy_config_key=short_hash(
+            {
+                "config": {k: v for k, v in config.to_flat().items() if k not in NOT_IN_KEY},
+                "data": fingerprint,
+            }
+        ),
         code=code,
         overrides=overrides,
     )

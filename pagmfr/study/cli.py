@@ -12,6 +12,7 @@ from typing import Any
 from pagmfr.config import Config, parse_set_arguments
 from pagmfr.errors import report_error
 from pagmfr.report.load import default_tracking_uri
+from pagmfr.study.options import INTERRUPTED, StudyInterrupted, StudyOptions
 from pagmfr.study.presets import (
     DEMO_TRAINING,
     PAPER_TRAINING,
@@ -126,8 +127,6 @@ def _gpus_per_trial(args: argparse.Namespace, preset: Preset) -> GpusPerTrial | 
 
 
 def _options(args: argparse.Namespace, default_name: str, preset: Preset):
-    from pagmfr.study.options import StudyOptions
-
     return StudyOptions(
         name=args.name or default_name,
         tracking_uri=args.tracking_uri,
@@ -274,6 +273,9 @@ def hpo_main(
             out=args.out,
         )
         overrides = load_best_config(path)
+    except StudyInterrupted as err:  # as a shell reports Ctrl-C
+        report_error(err, args.debug)
+        return INTERRUPTED
     except Exception as err:  # one line naming the file or key; --debug: the traceback
         return report_error(err, args.debug)
     print(f"best config: {path}\n{json.dumps(overrides, indent=2)}")

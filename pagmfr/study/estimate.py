@@ -150,6 +150,8 @@ def describe(
         *(f"  {c.name}  [{c.method}, key {c.key[:8]}]" for c in cells),
         "resources per trial: "
         + ", ".join(f"{m}: {cpus:g} CPU, {gpus[m]:g} GPU" for m in sorted(gpus)),
+        "code each method's cells are keyed by (a change elsewhere retrains nothing): "
+        + ", ".join(sorted({f"{c.method} {c.code}" for c in cells})),
     ]
     if not calibrations:
         lines.append(

@@ -72,6 +72,10 @@ class StudyOptions:
         )
 
 
+#: A study's exit status when an interrupt ended it, as a shell reports Ctrl-C.
+INTERRUPTED = 130
+
+
 class StudyInterrupted(RuntimeError):
     """A study ended by SIGINT or SIGTERM before its trials were done."""
 
@@ -104,9 +108,8 @@ class StudySummary:
         return bool(self.interrupted or self.not_started)
 
     def exit_code(self) -> int:
-        """The study script's exit status: 130 interrupted (as a shell reports Ctrl-C), 1 a
-        cell failed, else 0."""
-        return 130 if self.was_interrupted else (1 if self.failed else 0)
+        """The study script's exit status: :data:`INTERRUPTED`, 1 when a cell failed, else 0."""
+        return INTERRUPTED if self.was_interrupted else (1 if self.failed else 0)
 
     def describe(self) -> str:
         """The summary the study scripts print at the end."""

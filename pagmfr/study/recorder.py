@@ -51,13 +51,17 @@ class MLflowRecorder(Callback):
         self,
         tracker: StudyTracker,
         spec_of: Callable[[dict[str, Any]], TrialSpec],
+        total: int,
         flush_timeout_s: float = 900.0,
     ):
+        """``total``: the trials the study asks Tune for (Tune creates them lazily, so after an
+        interrupt its own list may lack those it never got to)."""
         # Fail fast inside MLflow's client: the queue here does the waiting, without stalling Tune.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.tracker = tracker
         self.spec_of = spec_of
+        self.total = total
         self.flush_timeout_s = flush_timeout_s
         self.run_ids: dict[str, str] = {}
         self.recoveries: dict[str, int] = {}
@@ -175,11 +179,9 @@ class MLflowRecorder(Callback):
         not running; the next run of the study reopens and resumes them), count those that
         never started, and deliver every delayed write before the study returns."""
         for trial in trials:  # an interrupt stops trials as TERMINATED, without completing
-            if trial.trial_id in self.ended:
-                continue
-            if trial.trial_id not in self.run_ids:
-                self.not_started += 1
+            if trial.trial_id in self.ended or trial.trial_id not in self.run_ids:
                 continue
             self.interrupted.append(self.spec_of(trial.config).key)
             self._write(lambda trial=trial: self.tracker.kill(self._run(trial)))
+        self.not_started = max(0, self.total - len(self.ended) - len(self.interrupted))
         self.flush()

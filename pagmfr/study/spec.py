@@ -8,7 +8,7 @@ in between reads named fields.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -37,8 +37,8 @@ class TrialSpec:
     code: str
     #: What the cell's variant changes, as people read it ("fusion.mode=none").
     overrides: str
-    #: The cell's full flat config (``Config.to_flat()``).
-    config: dict[str, Any]
+    #: The cell's full flat config (``Config.to_flat()``); a dict, so a spec is not hashed.
+    config: dict[str, Any] = field(hash=False)
     #: An HPO trial's cells, one per category of the search; empty for an ablation cell.
     cells: tuple[TrialSpec, ...] = ()
 

@@ -7,6 +7,7 @@ the cell is retrained, unless the user keeps the old results on purpose.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pagmfr.provenance import code_version
 from pagmfr.study.cells import Cell
@@ -38,12 +39,13 @@ def cells_done(cells: list[Cell], tracker: StudyTracker, keep_old: bool) -> Cell
         for run in runs.values()
         if run.info.status == "FINISHED" and run.data.tags.get("config_key")
     }
-    stale = [c for c in cells if c.key not in finished and c.config_key in by_config]
+    older = {c.key: _older_run(c, by_config) for c in cells if c.key not in finished}
+    stale = [c for c in cells if older.get(c.key) is not None]
     if not stale:
         return CellsDone(finished)
-    versions = sorted({by_config[c.config_key].data.tags.get("code_version", "?") for c in stale})
+    versions = sorted({older[c.key].data.tags.get("code_version", "?") for c in stale})
     if keep_old:
-        reused = {c.key: by_config[c.config_key].data.tags["cell_key"] for c in stale}
+        reused = {c.key: older[c.key].data.tags["cell_key"] for c in stale}
         note = (
             f"{len(stale)} cell(s) finished with other code ({', '.join(versions)}) are kept "
             "(--keep-old-results); the report mixes code versions only when asked"
@@ -54,3 +56,9 @@ def cells_done(cells: list[Cell], tracker: StudyTracker, keep_old: bool) -> Cell
         f"with {code_version()}: their code changed (--keep-old-results keeps the old results)"
     )
     return CellsDone(finished, {}, note)
+
+
+def _older_run(cell: Cell, by_config: dict[str, Any]) -> Any:
+    """The cell's finished run under other code, found by its config key (or, for runs of
+    versions before per-method keys, by its legacy one), or None."""
+    return by_config.get(cell.config_key) or by_config.get(cell.legacy_config_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +51,7 @@ def make_tuner(
 ) -> tuple[tune.Tuner, MLflowRecorder]:
     """The Tuner of a study's ``total`` trials, recording to MLflow and printing progress."""
     check_gpu_requests(options.gpus_per_trial, ray.cluster_resources().get("GPU", 0))
-    recorder = MLflowRecorder(tracker, spec_of)
+    recorder = MLflowRecorder(tracker, spec_of, total)
     context = TrialContext(
         study=options.name,
         cells_path=options.cells(),
@@ -91,14 +92,16 @@ def run_tuner(tuner: tune.Tuner, verbose: int) -> tune.ResultGrid:
     ``verbose`` 1 or more: its new output engine prints an experiment banner even at verbosity
     0, the legacy reporter prints nothing at 0 (the study's own progress lines stand in for
     both)."""
-    previous = signal.signal(signal.SIGTERM, _as_interrupt)
+    main = threading.current_thread() is threading.main_thread()  # signals reach it only
+    previous = signal.signal(signal.SIGTERM, _as_interrupt) if main else None
     try:
         if verbose:
             return tuner.fit()
         with environment(RAY_AIR_NEW_OUTPUT="0"):
             return tuner.fit()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _as_interrupt(signum: int, frame: Any) -> None:
