@@ -3,6 +3,7 @@ the refusal to train on CPUs beside idle GPUs, arguments that survive `ray submi
 run that says what a study costs before it runs."""
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pagmfr.code_scope import method_code_fingerprint
 from pagmfr.config import Config
@@ -64,15 +66,71 @@ def test_a_cluster_with_gpus_refuses_trials_that_request_none(monkeypatch, capsy
     check_gpu_requests(None, cluster_gpus=0)  # no GPUs anywhere: CPUs it is
 
 
-def test_trials_requesting_gpus_wait_for_them_only_where_a_cluster_can_add_them(
-    monkeypatch, capsys
-):
+@pytest.fixture
+def gpu_less_cluster(monkeypatch, tmp_path):
+    """A cluster to join that has no GPUs, seen from a node without the launcher's config (a
+    home of its own: write ``ray_bootstrap_config.yaml`` there) and outside KubeRay."""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.3:6379")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERAY_GEN_RAY_START_CMD", raising=False)
+    return tmp_path / "ray_bootstrap_config.yaml"
+
+
+#: The prepared config of the launcher's local provider (cluster/local.yaml on its head): one
+#: node type for every machine, its resources detected when each node starts.
+LOCAL_PROVIDER = {
+    "available_node_types": {"local.cluster.node": {"node_config": {}, "resources": {}}},
+    "head_node_type": "local.cluster.node",
+}
+
+
+def test_trials_requesting_gpus_on_a_local_ray_without_any_are_refused(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "local")  # a local Ray never gets GPU nodes
-    with pytest.raises(ValueError, match="this machine has none"):
+    with pytest.raises(ValueError, match="this machine has none: pass --gpus-per-trial 0"):
         check_gpu_requests(GpusPerTrial(0.25), cluster_gpus=0)
-    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.3:6379")  # a cluster's autoscaler may add them
+
+
+def test_trials_requesting_gpus_on_a_cluster_that_cannot_add_any_are_refused(
+    gpu_less_cluster, monkeypatch
+):
+    refused = (
+        r"the cluster at 127.0.0.3:6379 has none, and no autoscaler that could add GPU nodes .*"
+        r"start its GPU nodes .* or pass --gpus-per-trial 0 to train on CPUs"
+    )
+    with pytest.raises(ValueError, match=refused):  # no autoscaler config on this node
+        check_gpu_requests(GpusPerTrial(0.25), cluster_gpus=0)
+    cpu_types = {
+        "available_node_types": {
+            "head": {"resources": {"CPU": 4}},
+            "cpu": {"resources": {"CPU": 8}},
+        }
+    }
+    gpu_less_cluster.write_text(yaml.safe_dump(cpu_types))  # an autoscaler without GPU types
+    with pytest.raises(ValueError, match=refused):
+        check_gpu_requests(GpusPerTrial(0.25), cluster_gpus=0)
+    monkeypatch.setenv("KUBERAY_GEN_RAY_START_CMD", "ray start --head --block")  # no autoscaler
+    with pytest.raises(ValueError, match=refused):
+        check_gpu_requests(GpusPerTrial(0.25), cluster_gpus=0)
+
+
+@pytest.mark.parametrize(
+    ("launcher_config", "kuberay_start", "source"),
+    [
+        # cluster/config.yaml (AWS): a CPU head and 0 to 8 autoscaled GPU workers
+        (yaml.safe_load((ROOT / "cluster" / "config.yaml").read_text()), "", "gpu_worker"),
+        (LOCAL_PROVIDER, "", "local.cluster.node"),
+        (None, "ray start --head --no-monitor --block", "KubeRay's autoscaler"),
+    ],
+)
+def test_trials_requesting_gpus_wait_where_an_autoscaler_can_add_them(
+    gpu_less_cluster, monkeypatch, capsys, launcher_config, kuberay_start, source
+):
+    if launcher_config:
+        gpu_less_cluster.write_text(json.dumps(launcher_config))  # as `ray up` writes it
+    monkeypatch.setenv("KUBERAY_GEN_RAY_START_CMD", kuberay_start)
     check_gpu_requests(GpusPerTrial(0.25), cluster_gpus=0)
-    assert "wait for the autoscaler to add GPU nodes" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "the cluster has none yet: they wait for" in said and source in said
 
 
 def test_variant_slugs_are_one_shell_word():

@@ -29,7 +29,8 @@ from pagmfr.logs import log
 from pagmfr.provenance import code_version
 from pagmfr.study.spec import TrialSpec, cell_name
 
-NOT_IN_KEY = ("data.root", "data.num_workers", "train.device")
+#: Where a cell runs and how reproducibly, not what it computes: never in its key.
+NOT_IN_KEY = ("data.root", "data.num_workers", "train.device", "train.deterministic")
 
 
 @dataclass(frozen=True)

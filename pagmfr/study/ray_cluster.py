@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import ray
+import yaml
 
 from pagmfr.logs import log
 from pagmfr.study.presets import GpusPerTrial
@@ -17,6 +19,9 @@ from pagmfr.study.presets import GpusPerTrial
 LOCAL_NODE_IP = "127.0.0.2"
 #: How long a recorded cluster may take to accept a connection before it counts as gone.
 PROBE_SECONDS = 2.0
+#: Where Ray's cluster launcher (``ray up``) leaves its autoscaler's config: on the head node,
+#: where ``ray submit`` runs a study (Ray Tune looks there too, to tell an autoscaling cluster).
+LAUNCHER_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
 def _recorded_cluster() -> str | None:
@@ -76,8 +81,8 @@ def init_ray(num_cpus: int | None = None) -> None:
 
 def check_gpu_requests(gpus: GpusPerTrial | None, cluster_gpus: float) -> None:
     """Refuse what would silently go wrong: trials on CPUs on a cluster with GPUs (Ray hides the
-    GPUs from a trial that requests none) unless asked for, and trials waiting forever for GPUs
-    on a local Ray that has none; say loudly when a cluster's trials wait for GPU nodes."""
+    GPUs from a trial that requests none) unless asked for, and trials that request GPUs where
+    none can ever come (:func:`_check_gpus_can_come`)."""
     if gpus is None and cluster_gpus:
         raise ValueError(
             f"the cluster has {cluster_gpus:g} GPUs but the trials request none, so they would "
@@ -86,14 +91,64 @@ def check_gpu_requests(gpus: GpusPerTrial | None, cluster_gpus: float) -> None:
         )
     requested = gpus or GpusPerTrial()
     if requested.any() and not cluster_gpus:
-        if cluster_address() is None:
-            raise ValueError(
-                f"the trials request GPUs ({requested.describe()} each) but this machine has "
-                "none: pass --gpus-per-trial 0 to train on CPUs"
-            )
-        log(
-            f"WARNING: the trials request GPUs ({requested.describe()} each) but the cluster has "
-            "none yet: they wait for the autoscaler to add GPU nodes"
-        )
+        _check_gpus_can_come(requested)
     elif cluster_gpus and not requested.any():
         log(f"WARNING: training on CPUs although the cluster has {cluster_gpus:g} GPUs")
+
+
+def _check_gpus_can_come(requested: GpusPerTrial) -> None:
+    """Trials request GPUs and the Ray this process joined has none (yet). They may wait only
+    where an autoscaler can add GPU nodes (:func:`gpu_node_source`): a local Ray never gets
+    any, nor does a cluster without such an autoscaler, where trials would wait forever."""
+    address = cluster_address()
+    if address is None:
+        raise ValueError(
+            f"the trials request GPUs ({requested.describe()} each) but this machine has "
+            "none: pass --gpus-per-trial 0 to train on CPUs"
+        )
+    source = gpu_node_source()
+    if source is None:
+        raise ValueError(
+            f"the trials request GPUs ({requested.describe()} each) but the cluster at "
+            f"{address} has none, and no autoscaler that could add GPU nodes is in sight (no "
+            f"node type with GPUs in {LAUNCHER_CONFIG}, no KubeRay autoscaler): start its GPU "
+            "nodes and run the study once `ray status` lists their GPUs, run it on the head "
+            "of an autoscaling cluster (ray submit), or pass --gpus-per-trial 0 to train on CPUs"
+        )
+    log(
+        f"WARNING: the trials request GPUs ({requested.describe()} each) but the cluster has "
+        f"none yet: they wait for {source} to add GPU nodes"
+    )
+
+
+def gpu_node_source() -> str | None:
+    """What can add GPU nodes to the cluster, in words (None: nothing this node can see): the
+    cluster launcher's autoscaler when its config (:data:`LAUNCHER_CONFIG`) has node types that
+    may bring GPUs, or KubeRay's, whose node types this node cannot read."""
+    types = _launcher_gpu_types(_launcher_config())
+    if types:
+        return f"the autoscaler (node types {', '.join(types)} in {LAUNCHER_CONFIG})"
+    if "--no-monitor" in os.environ.get("KUBERAY_GEN_RAY_START_CMD", ""):
+        return "KubeRay's autoscaler"  # KubeRay starts the head so when its autoscaler runs
+    return None
+
+
+def _launcher_config() -> dict[str, Any]:
+    """The cluster launcher's config on this node; empty where there is none (not a launcher
+    cluster's head) or it cannot be read (then its autoscaler cannot either)."""
+    try:
+        config = yaml.safe_load(Path(LAUNCHER_CONFIG).expanduser().read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _launcher_gpu_types(config: dict[str, Any]) -> list[str]:
+    """Node types that may bring GPUs: those whose resources declare GPUs, and those that
+    declare none (Ray detects them when the node starts, as on the launcher's local provider)."""
+    types = config.get("available_node_types") or {}
+    return [
+        name
+        for name, node in types.items()
+        if not node.get("resources") or node["resources"].get("GPU", 0) > 0
+    ]

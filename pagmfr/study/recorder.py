@@ -18,9 +18,16 @@ from typing import Any
 
 from ray.tune import Callback
 
+from pagmfr.logs import environment
 from pagmfr.study.spec import TrialSpec
 from pagmfr.study.tracking import StudyTracker
 from pagmfr.study.trainable import METRICS
+
+#: MLflow's client retries an unreachable server for minutes and waits 120 s for an answer;
+#: the recorder's writes fail fast instead (its queue does the waiting, without stalling Tune).
+#: Only its writes: the study's report reads every run in one request, which takes longer than
+#: 10 s on a study of thousands of cells.
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:
@@ -56,9 +63,8 @@ class MLflowRecorder(Callback):
     ):
         """``total``: the trials the study asks Tune for (Tune creates them lazily, so after an
         interrupt its own list may lack those it never got to)."""
-        # Fail fast inside MLflow's client: the queue here does the waiting, without stalling Tune.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        #: The fail-fast settings of this recorder's writes (a user's own settings win).
+        self.fail_fast = {name: os.environ.get(name, value) for name, value in FAIL_FAST.items()}
         self.tracker = tracker
         self.spec_of = spec_of
         self.total = total
@@ -89,7 +95,8 @@ class MLflowRecorder(Callback):
         recovering = self.unreachable_since is not None
         while self.pending:
             try:
-                self.pending[0]()
+                with environment(**self.fail_fast):
+                    self.pending[0]()
             except Exception as err:  # MLflow down: keep this and later writes, in order
                 if self.unreachable_since is None:
                     self.unreachable_since = time.time()

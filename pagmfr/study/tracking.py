@@ -14,6 +14,7 @@ variant, overrides and test metrics as columns; :meth:`StudyTracker.ui_link` ope
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,6 +71,10 @@ class StudyTracker:
     """A study's MLflow experiment, its study run, and its cells' runs (driver only)."""
 
     def __init__(self, tracking_uri: str, study: str, view_metrics: Iterable[str] = ()):
+        # MLflow's client prints a run's address (after a request of its own) each time a run
+        # ends on a tracking server: two lines and a request per cell; the study prints its
+        # own link once (ui_link).
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.tracking_uri = tracking_uri
         self.study = study
         self.client = MlflowClient(tracking_uri)
@@ -95,6 +100,9 @@ class StudyTracker:
         #: The last step recorded per run and metric: a resumed trial re-reports the epochs
         #: since its last checkpoint, and MLflow would keep both copies.
         self.recorded_steps: dict[str, dict[str, int]] = {}
+        #: Every cell key with a run, once :meth:`cell_runs` has read them (None before): a
+        #: cell that has none needs no search when its trial starts.
+        self.recorded_keys: set[str] | None = None
 
     def ui_link(self, ui: str = "http://127.0.0.1:5000") -> str:
         """The MLflow UI's address of the cells' saved view (``ui``: where the UI runs; for a
@@ -114,22 +122,16 @@ class StudyTracker:
             max_results=50_000,
             order_by=["attributes.start_time ASC"],
         )
-        return {run.data.tags["cell_key"]: run for run in runs}
+        latest = {run.data.tags["cell_key"]: run for run in runs}
+        self.recorded_keys = set(latest)
+        return latest
 
     def open_cell(self, spec: TrialSpec) -> str:
         """The cell's run, reopened when it exists unfinished (a retry, or a study resumed after
         an interrupt), else created with its tags and the full flattened config as params. A
         finished run is never reopened: a trial of a finished cell (an HPO trial that samples
         a config already tried) gets a run of its own."""
-        # One cell's runs only: searching the whole study at every trial start would make a
-        # study quadratic in its number of cells.
-        same_key = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.role = 'cell' and tags.cell_key = '{spec.key}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        existing = same_key[0] if same_key else None
+        existing = self._latest_run(spec.key)
         if existing is not None and existing.info.status != "FINISHED":
             run_id = existing.info.run_id
             attempts = int(existing.data.tags.get("attempts", "1")) + 1
@@ -162,7 +164,23 @@ class StudyTracker:
         for start in range(0, len(params), _BATCH):
             self.client.log_batch(run_id, params=params[start : start + _BATCH])
         self.recorded_steps[run_id] = {}
+        if self.recorded_keys is not None:
+            self.recorded_keys.add(spec.key)
         return run_id
+
+    def _latest_run(self, key: str) -> Any:
+        """The cell's latest run, or None. Searched for (one cell's runs: searching the whole
+        study at every trial start would make a study quadratic in its number of cells) unless
+        :meth:`cell_runs` found the key has none: a fresh study's cells need no search."""
+        if self.recorded_keys is not None and key not in self.recorded_keys:
+            return None
+        same_key = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.role = 'cell' and tags.cell_key = '{key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return same_key[0] if same_key else None
 
     def _last_steps(self, run_id: str, metrics: Iterable[str]) -> dict[str, int]:
         return {
