@@ -134,6 +134,7 @@ def _report(args: argparse.Namespace) -> int:
         "code_version": args.code_version,
         "mix_code_versions": args.mix_code_versions,
         "test_over": args.test_over,
+        "alpha": args.alpha,
     }
     if args.folders:
         report = report_folders(
@@ -167,6 +168,16 @@ def _method_name(name: str) -> str:
             f"invalid choice: {name!r} (choose from {', '.join(available_methods())})"
         )
     return name
+
+
+def _alpha(text: str) -> float:
+    """``--alpha``'s check: the report's own rule and message, before any run is read."""
+    from pagmfr.report.ranks import check_alpha
+
+    try:
+        return check_alpha(float(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _split(text: str) -> list[str]:
@@ -225,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="datasets in the MVTec AD layout")
+    data = commands.add_parser("data", help="datasets: MVTec AD, 3D-AD, AD 2, VisA, plain folders")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     synth = _command(data_commands, "synth", help="write the embedded synthetic dataset")
     synth.add_argument("out", type=Path, help="folder to write (MVTec AD layout)")
@@ -260,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     preview.set_defaults(run=_generator_preview)
 
     train = _command(commands, "train", help="train, then evaluate the selected checkpoint on test")
-    train.add_argument("--data", help='an MVTec AD-layout folder, or "synthetic" (the default)')
+    train.add_argument(
+        "--data",
+        help='a dataset folder (MVTec AD, VisA, MVTec AD 2, plain folders: README, "Datasets"), '
+        'or "synthetic" (the default)',
+    )
     train.add_argument("--category")
     train.add_argument(
         "--method",
@@ -351,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["categories", "category-seed"],
         default="categories",
         help="what the Wilcoxon tests pair: per-category means, or every category x seed",
+    )
+    report.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=0.05,
+        help="significance level of the critical-difference diagrams' tests (Friedman, then "
+        "Holm-corrected pairwise Wilcoxon over category x seed blocks); default 0.05",
     )
     report.add_argument("--out", required=True)
     report.set_defaults(run=_report)

@@ -34,7 +34,7 @@ BackboneName = Literal["resnet18", "resnet34", "resnet50", "wide_resnet50_2"]
 class DataConfig:
     """Which data a run reads (``data.*``): the root, the category, its kind and resolution."""
 
-    #: An MVTec AD-layout folder, or "synthetic" for the embedded dataset.
+    #: A folder in a layout pagmfr reads (MVTec AD, VisA...), or "synthetic" (embedded data).
     root: str = "synthetic"
     category: str = "brick"
     #: texture | object; None: from the category (MVTec AD, pagmfr_categories.json, else object).
@@ -42,6 +42,10 @@ class DataConfig:
     image_size: int = 256
     #: Share of train/good held out as the validation set (model selection never sees test).
     val_fraction: float = 0.2
+    #: The defect-free images validation uses: ``auto``, the dataset's own held-out ones where
+    #: its layout has them (MVTec AD 2's validation/good), else ``val_fraction`` of train/good;
+    #: ``from_train``, always ``val_fraction`` of train/good. metrics.json records which.
+    validation_images: Literal["auto", "from_train"] = "auto"
     num_workers: int = 0
 
     def checks(self) -> list[Check]:

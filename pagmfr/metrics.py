@@ -199,7 +199,11 @@ def pro_curve(anomaly_maps: Any, gt_masks: Any) -> tuple[np.ndarray, np.ndarray]
     return _pro_curve(maps, masks, None)
 
 
-def au_pro(anomaly_maps: Any, gt_masks: Any, fpr_limit: float = 0.3) -> float:
+#: The FPR up to which AU-PRO integrates, as in the MVTec AD papers; every test records it.
+AU_PRO_FPR_LIMIT = 0.3
+
+
+def au_pro(anomaly_maps: Any, gt_masks: Any, fpr_limit: float = AU_PRO_FPR_LIMIT) -> float:
     """Area under the PRO curve up to ``fpr_limit``, divided by it (Bergmann et al., IJCV 2021).
 
     Regions are the 8-connected components of the masks, pooled over all images; FPR counts all

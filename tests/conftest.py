@@ -38,6 +38,30 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
     os.environ.setdefault("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
 
 
+#: An empty MLflow sqlite store, made by MLflow once per session (see :func:`fresh_store`).
+EMPTY_STORE: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_store_folder(tmp_path_factory: pytest.TempPathFactory):
+    EMPTY_STORE.append(tmp_path_factory.mktemp("empty_store") / "mlflow.db")
+
+
+def fresh_store(folder: Path, name: str = "mlflow.db") -> str:
+    """The URI of a new MLflow sqlite store in ``folder`` (kept if it is there already): a copy
+    of an empty store that MLflow created once this session. A store MLflow creates runs its
+    schema migrations, about 1.5 s each time, and the suite uses dozens of stores."""
+    template, target = EMPTY_STORE[0], folder / name
+    if not template.exists():
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
 @pytest.fixture(autouse=True)
 def _fresh_image_cache():
     IMAGE_CACHE.clear()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import fresh_store
 
 from pagmfr.data import make_synthetic_dataset
 from pagmfr.study.cli import ablation_main, hpo_main
@@ -63,7 +64,7 @@ def study(tmp_path, capsys):
     def run(which: str, *argv: str) -> tuple[int, str]:
         where = ["--storage-path", str(tmp_path / "runs")]
         if "--tracking-uri" not in argv:
-            where += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+            where += ["--tracking-uri", fresh_store(tmp_path)]
         module = scripts[which]
         declared = module.VARIANTS if which == "ablation" else module.space
         main = ablation_main if which == "ablation" else hpo_main

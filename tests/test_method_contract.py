@@ -8,6 +8,7 @@ import pytest
 import ray
 import torch
 import torch.nn.functional as F
+from conftest import fresh_store
 from torch import nn
 
 import pagmfr
@@ -111,7 +112,7 @@ def test_a_user_method_runs_in_a_study_on_ray_workers(tmp_path):
     """Workers have only imported pagmfr: the study ships the registration to them."""
     options = StudyOptions(
         name="user-method",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        tracking_uri=fresh_store(tmp_path),
         storage_path=str(tmp_path / "runs"),
         verbose=0,
     )

@@ -7,7 +7,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import compile_latex, page_text, render_dom
+from conftest import compile_latex, fresh_store, page_text, render_dom
 from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
 
@@ -97,7 +97,7 @@ def _grid(variants, categories=KINDS, seeds=(0, 1)):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = fresh_store(folder)
     tracker = StudyTracker(uri, "known")
     for variant, per_category in AU_PRO.items():
         for category, values in per_category.items():
@@ -261,7 +261,7 @@ def test_another_code_version_is_reported_only_on_request(store, tmp_path):
 @pytest.fixture(scope="module")
 def mixed_store(tmp_path_factory):
     """A study whose grid keeps a cell of older code (as --keep-old-results declares it)."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mixed') / 'mlflow.db'}"
+    uri = fresh_store(tmp_path_factory.mktemp("mixed"))
     tracker = StudyTracker(uri, "mixed")
     for seed in (0, 1):
         _record(tracker, _spec(REF, "carpet", seed), 0.9)
@@ -288,7 +288,7 @@ def test_mixed_code_versions_are_refused_naming_them(mixed_store, tmp_path, caps
 
 def test_a_study_without_a_grid_infers_its_cells(tmp_path):
     """Studies recorded before grids: cells from the runs, variants in recorded order."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path)
     tracker = StudyTracker(uri, "legacy")
     for variant in (WO, REF):
         _record(tracker, _spec(variant, "carpet", 0), 0.8)
@@ -404,11 +404,11 @@ def test_report_command_writes_every_format(store, tmp_path, capsys):
     assert {"components.tex", "components.md", "components.csv", "au_pro.tex"} <= written
     assert {"report.md", "report.html", "runs.csv", "tables.csv"} <= written
     assert "10 missing cell(s)" in capsys.readouterr().out
-    # Every table says which epoch its runs tested: here two protocols, named with their counts
-    # (underscores escaped in LaTeX and Markdown alike).
+    # Every table's protocol line says which epoch its runs tested: here two protocols, named
+    # with their counts (underscores escaped in LaTeX and Markdown alike).
     protocol = (
-        "Tested epoch: mixed: last epoch (16 runs); best val\\_au\\_pro on validation "
-        "anomalies: defects (6 runs)."
+        "tested epoch (runs disagree): last epoch (16 runs) or best val\\_au\\_pro on "
+        "validation anomalies: defects (6 runs);"
     )
     for name in ("au_pro.tex", "components.tex", "report.md", "components.md"):
         assert protocol in (tmp_path / name).read_text(), name
@@ -445,7 +445,11 @@ def test_report_over_stand_alone_training_folders(tmp_path, quick_train_args):
     assert main(quick_train_args("gravel", run)) == 0
     report = report_folders([run], tmp_path / "report", metrics=["au_pro", "pixel_auroc"])
     table = report.tables[0]
-    assert table.protocol == "best val_au_pro on validation anomalies: defects"  # the default
+    tested = "best val_au_pro on validation anomalies: defects"  # the default
+    assert table.protocol.setting("tested epoch").values == {"": {tested: 1}}
+    # metrics.json's config and resolution ("64px"), as the protocol line reads them
+    assert "image size: 64 px; backbone/weights: resnet18/none; epochs: 1;" in table.protocol.text
+    assert "metrics at: model resolution" in table.protocol.text
     assert table.variants == ["pagmfr"] and [r.label for r in table.rows][0] == "gravel"
     metrics = pd.read_json(run / "metrics.json", typ="series")
     assert table.rows[0].values["pagmfr"].mean == pytest.approx(100 * metrics["au_pro"])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import fresh_store
 from mlflow.tracking import MlflowClient
 
 from pagmfr.categories import category_kind
@@ -22,10 +23,12 @@ from pagmfr.config import Config
 from pagmfr.provenance import PACKAGE_DIR, code_fingerprint
 from pagmfr.study import storage
 from pagmfr.study.cells import (
+    NOT_IN_KEY,
     StudyGrid,
     cell_key,
     config_key,
     describe_overrides,
+    short_hash,
 )
 from pagmfr.study.cli import hpo_main
 from pagmfr.study.presets import SMOKE_TRAINING, Preset
@@ -61,6 +64,19 @@ def test_the_cell_key_pins_config_data_and_code():
     assert cell_key(moved, "data", "code-a") == cell_key(config, "data", "code-a")
     fingerprints = {method_code_fingerprint(m) for m in ("pagmfr", "rgpkd", "patchcore")}
     assert len(fingerprints) == 3 and code_fingerprint() not in fingerprints
+
+
+def test_a_key_added_later_leaves_the_keys_of_earlier_cells_alone_at_its_default():
+    """``data.validation_images`` came after studies had recorded cells: at ``auto`` (what
+    the code did before it, for every layout it read) the key is what it was without it."""
+    config = Config()
+    flat = config.to_flat(own_method_only=True)
+    before = {
+        k: v for k, v in flat.items() if k not in NOT_IN_KEY and k != "data.validation_images"
+    }
+    assert config_key(config, "data") == short_hash({"config": before, "data": "data"})
+    held_out = config.with_overrides({"data.validation_images": "from_train"})
+    assert config_key(held_out, "data") != config_key(config, "data")
 
 
 def _scope(package, method):
@@ -147,7 +163,7 @@ def _spec(key="cell-1"):
 def test_epochs_reported_again_after_a_resume_are_logged_once(tmp_path):
     """A trial restored from its checkpoint re-reports the epochs since then, in the same
     driver or in a restarted one: each step is recorded once, with its first value."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path)
     tracker = StudyTracker(uri, "resumed")
     run_id = tracker.open_cell(_spec())
     for epoch in range(3):
@@ -168,17 +184,29 @@ def test_cells_of_versions_before_per_method_keys_are_found_for_keep_old_results
     key over every method's: --keep-old-results still finds them."""
     cell = StudyGrid(Config(), {"full model": {}}, ["brick"], [0]).cells()[0]
     assert cell.legacy_config_key != cell.config_key
-    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "upgraded")
+    tracker = StudyTracker(fresh_store(tmp_path), "upgraded")
     old = dataclasses.replace(cell.spec(), key="old-key", config_key=cell.legacy_config_key)
     tracker.finish(tracker.open_cell(old))
     assert cells_done([cell], tracker, keep_old=True).reused == {cell.key: "old-key"}
     assert "are retrained" in cells_done([cell], tracker, keep_old=False).note
 
 
+def test_keep_old_results_keeps_a_cell_finished_with_other_code(tmp_path):
+    """After a change to the code that trains it, a finished cell is retrained, unless
+    --keep-old-results keeps its run (tests/test_study.py edits the code for real)."""
+    cell = StudyGrid(Config(), {"full model": {}}, ["brick"], [0]).cells()[0]
+    tracker = StudyTracker(fresh_store(tmp_path), "kept")
+    tracker.finish(tracker.open_cell(dataclasses.replace(cell.spec(), key="old", code="old")))
+    kept = cells_done([cell], tracker, keep_old=True)
+    assert kept.reused == {cell.key: "old"}
+    assert "1 cell(s) finished with other code (" in kept.note and ") are kept" in kept.note
+    assert "are retrained" in cells_done([cell], tracker, keep_old=False).note
+
+
 def test_a_finished_run_is_never_reopened_and_a_killed_one_is(tmp_path):
     """A trial of a finished cell (an HPO trial sampling a config already tried) gets a run
     of its own; a run an interrupt left KILLED is reopened and resumed."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path)
     tracker = StudyTracker(uri, "reopened")
     finished = tracker.open_cell(_spec())
     tracker.finish(finished)
@@ -193,7 +221,7 @@ def test_a_finished_run_is_never_reopened_and_a_killed_one_is(tmp_path):
 
 
 def test_the_experiment_opens_on_the_cells_with_their_metric_columns(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path)
     tracker = StudyTracker(uri, "viewed", view_metrics=["au_pro", "image_auroc"])
     tags = MlflowClient(uri).get_experiment(tracker.experiment_id).tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"

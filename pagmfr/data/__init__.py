@@ -1,4 +1,5 @@
-"""Datasets in the MVTec AD layout, their checks, and the embedded synthetic dataset."""
+"""Datasets in the layouts pagmfr reads (MVTec AD, MVTec 3D-AD, MVTec AD 2, VisA, plain
+folders), their checks, and the embedded synthetic dataset."""
 
 from pagmfr.data.check import CheckReport, check_dataset, require_clean_data
 from pagmfr.data.dataset import MVTec3DRGB, MVTecAD, image_to_tensor

@@ -6,7 +6,8 @@ before epoch 1 with the full list, not after the last epoch with the first probl
 
 A *problem* changes what is measured or stops a run (a missing, unreadable or mismatched file,
 an incomplete test set, a broken categories file); a *warning* is read correctly but worth a
-look (a non-binary, lossy or transparent mask, hidden files skipped).
+look (a non-binary, lossy or transparent mask, hidden files skipped); *notes* say how each
+category is read (:mod:`pagmfr.data.describe`).
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ import numpy as np
 
 from pagmfr.categories import KINDS_FILE, parse_kinds_file
 from pagmfr.data.dataset import cached_sample, inspect_sample
-from pagmfr.data.images import ImageReadError, as_size, inspect_mask
+from pagmfr.data.describe import category_notes
+from pagmfr.data.images import ImageReadError, MaskConvention, as_size, inspect_mask
 from pagmfr.data.layout import (
     GOOD,
-    SPLITS,
+    ROOT_FILES,
     DatasetError,
+    Layout,
     Problem,
     Sample,
     SplitScan,
     category_dir,
     detect_layout,
+    layout_of,
     list_categories,
     missing_root,
     scan_split,
@@ -66,12 +70,14 @@ class SplitSummary:
 
 @dataclass
 class CheckReport:
-    """Everything the check found: counts per split, every problem and every warning."""
+    """Everything the check found: counts per split, every problem and every warning, and
+    notes on how each category is read (its layout, kind, masks and validation images)."""
 
     root: Path
     splits: list[SplitSummary] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -83,6 +89,7 @@ class CheckReport:
         self.problems = list(dict.fromkeys(self.problems + other.problems))
         self.warnings = list(dict.fromkeys(self.warnings + other.warnings))
         self.splits += getattr(other, "splits", [])
+        self.notes += getattr(other, "notes", [])
 
     def format(self, per_defect: bool = True) -> str:
         """The counts (per split, and per defect type unless ``per_defect`` is False),
@@ -94,6 +101,7 @@ class CheckReport:
             for defect, count in summary.images.items() if per_defect else ():
                 masks = "" if defect == GOOD else f", {summary.masks.get(defect, 0)} masks"
                 lines.append(f"    {defect:<24} {count:>5} images{masks}")
+        lines.extend(f"  {note}" for note in self.notes)
         if self.warnings:
             lines.append(f"{len(self.warnings)} warning(s) (read as described):")
             lines.extend(f"  - {w}" for w in self.warnings)
@@ -115,7 +123,7 @@ def check_dataset(
     first problem.
 
     Args:
-        root: an MVTec AD-layout folder.
+        root: a folder in a layout pagmfr reads (:mod:`pagmfr.data.layout`).
         categories: the categories to check (default: every one under ``root``).
         image_size: also keep every sample at this size in the per-process image cache, so a
             run that checks its data before training decodes each file once, not twice.
@@ -130,7 +138,12 @@ def check_dataset(
         categories = list_categories(root)
         if not categories:
             report.problems.append(
-                Problem(root, "no categories found (no <category>/train or /test folders)")
+                Problem(
+                    root,
+                    "no categories found: no folder here is a category of a layout pagmfr "
+                    "reads (<category>/train or /test: MVTec; <object>/Data/Images: VisA; "
+                    "<category>/normal: plain folders)",
+                )
             )
     _check_kinds_file(root, report)
     size = as_size(image_size) if image_size is not None else None
@@ -172,63 +185,103 @@ def _check_category(
     root: Path, category: str, report: CheckReport, pool: ThreadPoolExecutor, size: Size | None
 ) -> None:
     try:
-        layout = detect_layout(category_dir(root, category))
+        folder = category_dir(root, category)
     except DatasetError as err:
         report.problems.extend(err.problems)
         return
+    layout = layout_of(detect_layout(folder))
     first_warning = len(report.warnings)
-    prints = {}
-    for split in SPLITS[layout]:
-        scan = scan_split(root, category, split, layout)
+    prints, values, counts = {}, set(), {}
+    for split in layout.splits:
+        scan = scan_split(root, category, split, layout.name)
         images = Counter(s.defect for s in scan.samples)
         masks = Counter(s.defect for s in scan.samples if s.mask is not None)
         report.splits.append(SplitSummary(category, split, dict(sorted(images.items())), masks))
-        _check_counts(root / category / split, split, scan)
-        prints[split] = _decode(scan, pool, size)
+        counts[split] = len(scan.samples)
+        _check_counts(layout, split, scan)
+        prints[split], found = _decode(scan, pool, size, layout.masks)
+        values |= found
         report.add(scan)
+    report.notes += category_notes(folder, layout, sorted(values), counts)
     # First among the category's warnings: a run logs only the first few before it starts.
-    report.warnings[first_warning:first_warning] = _leakage(prints)
+    report.warnings[first_warning:first_warning] = _leakage(layout, prints)
 
 
-def _leakage(prints: dict[str, list[Fingerprint]]) -> list[Problem]:
+def _leakage(layout: Layout, prints: dict[str, list[Fingerprint]]) -> list[Problem]:
     """Test images copied into another split: train/good (which the validation hold-out is
-    drawn from) or MVTec 3D-AD's validation split."""
+    drawn from) or a validation split (MVTec 3D-AD's, MVTec AD 2's); and the images of the
+    validation split a layout validates on (MVTec AD 2's) copied from train/good, which
+    would choose epochs and settings on training images."""
     test = prints.get("test", [])
-    return [
+    warnings = [
         warning
         for split, reference in prints.items()
         if split != "test"
         for warning in leakage_warnings(reference, test, split)
     ]
+    validation = layout.validation_split
+    if validation is not None:
+        warnings += leakage_warnings(prints["train"], prints[validation], "train", validation)
+    return warnings
 
 
-def _check_counts(split_dir: Path, split: str, scan: SplitScan) -> None:
-    """Enough images to train on; a test split that both image metrics can be computed on."""
+def _check_counts(layout: Layout, split: str, scan: SplitScan) -> None:
+    """Enough images to train on and to validate on; a test split that both image metrics
+    can be computed on."""
     labels = Counter(s.label for s in scan.samples)
-    if split == "train" and 0 < len(scan.samples) < MIN_TRAIN_IMAGES:
+    count, folder = len(scan.samples), scan.folder
+    if split == "train" and 0 < count < _training_minimum(layout):
+        scan.problems.append(Problem(folder, _too_few_training(layout, count)))
+    if split == layout.validation_split and 0 < count < MIN_VALIDATION_IMAGES:
         scan.problems.append(
             Problem(
-                split_dir / GOOD,
-                f"only {len(scan.samples)} training image(s); training holds out a validation "
-                f"set of {MIN_VALIDATION_IMAGES} and needs at least {MIN_TRAIN_IMAGES}",
+                folder,
+                f"only {count} validation image(s); validation needs at least "
+                f"{MIN_VALIDATION_IMAGES} (one stays normal, one gets a pseudo-anomaly)",
             )
         )
     if split == "test" and scan.samples:
-        for label, missing in ((0, "defect-free (test/good)"), (1, "defective")):
+        for label, missing in ((0, "defect-free"), (1, "defective")):
             if not labels[label]:
                 scan.problems.append(
-                    Problem(split_dir, f"no {missing} test images; image AUROC needs both kinds")
+                    Problem(
+                        scan.folder_of(label),
+                        f"no {missing} test images; image AUROC needs both kinds",
+                    )
                 )
 
 
-def _decode(scan: SplitScan, pool: ThreadPoolExecutor, size: Size | None) -> list[Fingerprint]:
-    """Decode every sample and every mask of a defect-free image, in threads (decoding
-    releases the GIL); the samples' findings keep the scan's order. Returns the fingerprints
-    of the samples that decoded."""
-    empty_masks, prints = [], []
+def _training_minimum(layout: Layout) -> int:
+    """The fewest training images, as the default ``data.validation_images=auto`` reads the
+    layout (the check sees no config): all of them train where the layout has a validation
+    split of its own, else :data:`MIN_VALIDATION_IMAGES` are held out. A run that asks for
+    ``from_train`` is refused by :func:`pagmfr.data.pipeline.validation_count` instead."""
+    return MIN_FIT_IMAGES if layout.validation_split else MIN_TRAIN_IMAGES
+
+
+def _too_few_training(layout: Layout, count: int) -> str:
+    if layout.validation_split:
+        return (
+            f"only {count} training image(s); training needs at least {MIN_FIT_IMAGES} "
+            f"(validation uses {layout.validation_split}/{GOOD}: none is held out)"
+        )
+    return (
+        f"only {count} training image(s); training holds out a validation "
+        f"set of {MIN_VALIDATION_IMAGES} and needs at least {MIN_TRAIN_IMAGES}"
+    )
+
+
+def _decode(
+    scan: SplitScan, pool: ThreadPoolExecutor, size: Size | None, masks: MaskConvention
+) -> tuple[list[Fingerprint], set[int]]:
+    """Decode every sample and every mask of a defect-free image (read as ``masks`` says), in
+    threads (decoding releases the GIL); the samples' findings keep the scan's order. Returns
+    the fingerprints of the samples that decoded and the grey values their masks hold."""
+    empty_masks, prints, values = [], [], set()
     for found in pool.map(lambda s: _inspect(s, size), scan.samples):
         scan.problems += found.problems
         scan.warnings += found.warnings
+        values.update(found.mask_values)
         if found.empty is not None:
             empty_masks.append(found.empty)
         if found.fingerprint is not None:
@@ -238,14 +291,13 @@ def _decode(scan: SplitScan, pool: ThreadPoolExecutor, size: Size | None) -> lis
         scan.problems.append(
             Problem(
                 Path(os.path.commonpath(folders)),
-                "every mask is empty: no defective pixel to score; masks are 0 (normal) and "
-                "255 (defective)",
+                f"every mask is empty: no defective pixel to score; masks are {masks.description}",
             )
         )
-    for problems, warnings in pool.map(_inspect_good_mask, scan.good_masks):
+    for problems, warnings in pool.map(lambda p: _inspect_good_mask(p, masks), scan.good_masks):
         scan.problems += problems
         scan.warnings += warnings
-    return prints
+    return prints, values
 
 
 Findings = tuple[list[Problem], list[Problem]]
@@ -259,13 +311,14 @@ class _Inspection(NamedTuple):
     warnings: list[Problem]
     empty: bool | None = None  # whether its defect mask is empty (None: it has none)
     fingerprint: Fingerprint | None = None  # None when it did not decode
+    mask_values: tuple[int, ...] = ()  # the grey values its mask holds
 
 
 def _inspect(sample: Sample, size: Size | None) -> _Inspection:
     """One sample's problems, warnings, whether its (defect) mask is empty, and its
     fingerprint."""
     try:
-        image, mask, warnings = inspect_sample(sample)
+        image, mask, warnings, values = inspect_sample(sample)
     except DatasetError as err:
         return _Inspection(err.problems, [])
     except ImageReadError as err:
@@ -279,7 +332,7 @@ def _inspect(sample: Sample, size: Size | None) -> _Inspection:
             warnings.append(Problem(sample.mask, "mask is empty: its defective image has none"))
     if size is not None:
         cached_sample(sample, size, decoded=(image, mask))
-    return _Inspection([], warnings, empty, image_print)
+    return _Inspection([], warnings, empty, image_print, values)
 
 
 def _constant_image(path: Path, image: np.ndarray, image_print: Fingerprint) -> list[Problem]:
@@ -298,11 +351,11 @@ def _constant_image(path: Path, image: np.ndarray, image_print: Fingerprint) -> 
     ]
 
 
-def _inspect_good_mask(path: Path) -> Findings:
+def _inspect_good_mask(path: Path, masks: MaskConvention) -> Findings:
     """Masks of defect-free images are not used, but one that marks pixels means a
     mislabelled image."""
     try:
-        mask, _ = inspect_mask(path)
+        mask, _ = inspect_mask(path, masks)
     except ImageReadError as err:
         return [], [Problem(err.path, f"{err.reason} (a defect-free image's mask: unused)")]
     if mask.any():
@@ -322,11 +375,13 @@ _CHECKED: dict[tuple[str, str, str], CheckReport] = {}
 
 
 def _files_state(root: Path, category: str) -> str:
-    """Names, sizes and modification times of a category's files and the categories file:
-    the check is redone when any of them changes, and only then."""
+    """Names, sizes and modification times of a category's files, the categories file and the
+    root files a layout reads (VisA's split file): the check is redone when any of them
+    changes, and only then."""
     digest = hashlib.blake2b(digest_size=16)
     folder = root / category
-    for path in [root / KINDS_FILE, *sorted(folder.rglob("*"))]:
+    shared = [root / name for name in (KINDS_FILE, *ROOT_FILES)]
+    for path in [*shared, *sorted(folder.rglob("*"))]:
         try:
             stat = path.stat()
         except OSError:

@@ -1,10 +1,12 @@
-"""Torch datasets over the MVTec AD and MVTec 3D-AD (RGB) layouts."""
+"""Torch datasets over every layout pagmfr reads (MVTec AD, MVTec 3D-AD RGB, MVTec AD 2, VisA,
+plain folders: :mod:`pagmfr.data.layout`)."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -12,19 +14,30 @@ from torch.utils.data import Dataset
 
 from pagmfr.categories import category_kind
 from pagmfr.data.cache import IMAGE_CACHE
-from pagmfr.data.images import as_size, inspect_mask, inspect_rgb, resize_mask, resize_rgb
+from pagmfr.data.images import as_size, inspect_rgb, read_mask_file, resize_mask, resize_rgb
 from pagmfr.data.layout import MVTEC_3D, DatasetError, Problem, Sample, scan_split
 
 
-def inspect_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
-    """Decode one sample at full size: uint8 RGB (H, W, 3), a bool mask (H, W) that must match
-    the image's size, and notes on the image and mask files, each naming its file (see
-    :func:`~pagmfr.data.images.inspect_rgb` and :func:`~pagmfr.data.images.inspect_mask`)."""
+class SampleRead(NamedTuple):
+    """One sample decoded at full size (see :func:`inspect_sample`)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    notes: list[Problem]
+    #: The grey values its mask file holds (empty without one): the data check names them.
+    mask_values: tuple[int, ...] = ()
+
+
+def inspect_sample(sample: Sample) -> SampleRead:
+    """Decode one sample at full size: uint8 RGB (H, W, 3), a bool mask (H, W) read as the
+    sample's dataset defines its masks and that must match the image's size, and notes on
+    the image and mask files, each naming its file (see
+    :func:`~pagmfr.data.images.inspect_rgb` and :func:`~pagmfr.data.images.read_mask_file`)."""
     image, image_notes = inspect_rgb(sample.image)
     notes = [Problem(sample.image, note) for note in image_notes]
     if sample.mask is None:
-        return image, np.zeros(image.shape[:2], dtype=bool), notes
-    mask, mask_notes = inspect_mask(sample.mask)
+        return SampleRead(image, np.zeros(image.shape[:2], dtype=bool), notes)
+    mask, mask_notes, values = read_mask_file(sample.mask, sample.masks)
     if mask.shape != image.shape[:2]:
         raise DatasetError(
             Problem(
@@ -33,7 +46,7 @@ def inspect_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray, list[Problem
                 f"is {image.shape[1]}x{image.shape[0]}; masks must match their image size",
             )
         )
-    return image, mask, notes + [Problem(sample.mask, note) for note in mask_notes]
+    return SampleRead(image, mask, notes + [Problem(sample.mask, n) for n in mask_notes], values)
 
 
 def cached_sample(
@@ -42,17 +55,21 @@ def cached_sample(
     decoded: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The sample at ``size`` (height, width) from the per-process cache; on a miss, decoded
-    from its files or resized from ``decoded`` (what the data check already read)."""
+    from its files or resized from ``decoded`` (what the data check already read). Keyed on
+    the mask and how it is read too: an image listed twice (a VisA row in each split) must
+    not get another row's mask."""
 
     def load() -> tuple[np.ndarray, np.ndarray]:
         image, mask = decoded or inspect_sample(sample)[:2]
         return resize_rgb(image, size), resize_mask(mask, size)
 
-    return IMAGE_CACHE.get_or_load((str(sample.image), size), load)
+    key = (str(sample.image), str(sample.mask), sample.masks.threshold, size)
+    return IMAGE_CACHE.get_or_load(key, load)
 
 
 class MVTecAD(Dataset):
-    """One category and split of an MVTec AD-layout folder.
+    """One category and split of a dataset in any layout pagmfr reads, detected per category
+    (MVTec AD, the first, gave the class its name).
 
     Items are dicts: ``image`` float32 (3, H, W) in [0, 1] (normalisation belongs to the model),
     ``mask`` float32 (1, H, W) of 0/1, ``label`` (0 good, 1 defective), ``defect``, ``path``.

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -116,12 +118,17 @@ def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
     return np.ascontiguousarray(turn(decoded)), [note]
 
 
+def _supported(array: np.ndarray, path: Path) -> np.ndarray:
+    """``array`` if its pixels are 8- or 16-bit, the depths every reader here handles."""
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(path, f"unsupported pixel type {array.dtype}; expected 8- or 16-bit")
+    return array
+
+
 def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.uint16:  # 16-bit PNGs: 65535 -> 255, rounded
+    if _supported(array, path).dtype == np.uint16:  # 16-bit PNGs: 65535 -> 255, rounded
         return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    raise ImageReadError(path, f"unsupported pixel type {array.dtype}; expected 8- or 16-bit")
+    return array
 
 
 def inspect_rgb(path: str | Path) -> tuple[np.ndarray, list[str]]:
@@ -147,52 +154,124 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return inspect_rgb(path)[0]
 
 
-#: A mask pixel is defective from this value up: MVTec AD masks are 0 (normal) or 255.
-MASK_THRESHOLD = 128
+@dataclass(frozen=True)
+class MaskConvention:
+    """How a dataset stores defects in its masks: a pixel is defective from ``threshold`` up,
+    on the 8-bit scale (a 16-bit mask is scaled down first), or, with ``threshold`` None, when
+    its value as stored is non-zero: scaling first would turn a 16-bit mask's class id 1 into
+    0. Each layout reads its masks as its dataset defines them, so a 0/1 VisA mask and the
+    same mask saved as 0/255 give the same pixels, and MVTec's JPEG noise never becomes a
+    defect."""
+
+    threshold: int | None
+    #: What the check prints: the convention in words.
+    description: str
+
+
+#: MVTec AD (and 3D-AD, AD 2): 0 normal, 255 defective; defective from 128 up.
+MVTEC_MASKS = MaskConvention(128, "0 normal, 255 defective (MVTec AD; read from 128 up)")
+#: VisA and plain folders: 0 normal, any other value (1, 255 or a defect class id) defective.
+NONZERO_MASKS = MaskConvention(None, "any non-zero value is defective (0/1, 0/255 or class ids)")
+#: A mask pixel is defective from this value up in MVTec AD's convention.
+MASK_THRESHOLD = MVTEC_MASKS.threshold
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 
-def inspect_mask(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """A ground-truth mask as MVTec AD defines it, bool (H, W), and what is unusual about the
-    file (each note says how it was read and what to fix).
+class MaskRead(NamedTuple):
+    """A decoded mask: bool (H, W), notes on the file, and the grey values it holds as its
+    convention reads them (which tell the check which convention the files follow)."""
 
-    Masks are single-channel, 0 (normal) or 255 (defective), turned upright like images.
-    Colour masks are read explicitly:
+    mask: np.ndarray
+    notes: list[str]
+    values: tuple[int, ...]
+
+
+def read_mask_file(path: str | Path, convention: MaskConvention = MVTEC_MASKS) -> MaskRead:
+    """A ground-truth mask as ``convention`` defines it, what is unusual about the file (each
+    note says how it was read and what to fix) and its grey values.
+
+    Masks are single-channel, turned upright like images. Colour masks are read explicitly:
     an opaque alpha channel is ignored, a transparent one composites the colour over black,
-    and a pixel is defective when its brightest colour channel reaches 128, so a background of
-    3 or JPEG noise is never a defect.
+    and a pixel's value is its brightest colour channel; MVTec's convention then reads a
+    pixel as defective from 128 up, so a background of 3 or JPEG noise is never a defect,
+    and the non-zero convention reads the values as stored (a JPEG from half its brightest
+    value up).
     """
     path = Path(path)
     decoded, notes = _decode(path)
-    raw = _to_uint8(decoded, path)
-    if raw.ndim == 3:
-        colour = raw[:, :, : 3 if raw.shape[2] >= 3 else 1]
-        if raw.shape[2] in (2, 4):  # grey or BGR, plus alpha
-            alpha = raw[:, :, -1:]
-            if alpha.min() < 255:
-                notes.append("mask has a transparent alpha channel: read as drawn over black")
-                colour = (colour.astype(np.uint16) * alpha // 255).astype(np.uint8)
-        raw = colour.max(axis=2)
-    mask = raw >= MASK_THRESHOLD
-    between = int(np.count_nonzero((raw > 0) & (raw < 255)))
-    if path.suffix.lower() in LOSSY_SUFFIXES:
+    stored = _mask_grey(_supported(decoded, path), notes)
+    lossy = path.suffix.lower() in LOSSY_SUFFIXES
+    if convention.threshold is None:
+        return _read_nonzero(stored, lossy, notes)
+    raw = _to_uint8(stored, path)
+    mask = raw >= convention.threshold
+    if lossy:
         notes.append("lossy (JPEG) mask: compression noise blurs its edges; save masks as PNG")
-    elif between and not mask.any():
-        notes.append(
+    elif convention == MVTEC_MASKS:
+        notes += _mvtec_mask_notes(raw, mask)
+    return MaskRead(mask, notes, _values(raw))
+
+
+def _mask_grey(decoded: np.ndarray, notes: list[str]) -> np.ndarray:
+    """A mask's one channel at the file's own depth: its brightest colour channel, drawn over
+    black where a transparent alpha channel says so."""
+    if decoded.ndim == 2:
+        return decoded
+    colour = decoded[:, :, : 3 if decoded.shape[2] >= 3 else 1]
+    if decoded.shape[2] in (2, 4):  # grey or BGR, plus alpha
+        alpha, opaque = decoded[:, :, -1:], np.iinfo(decoded.dtype).max
+        if alpha.min() < opaque:
+            notes.append("mask has a transparent alpha channel: read as drawn over black")
+            colour = (colour.astype(np.uint32) * alpha // opaque).astype(decoded.dtype)
+    return colour.max(axis=2)
+
+
+def _values(grey: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.flatnonzero(np.bincount(grey.ravel())))
+
+
+def _read_nonzero(stored: np.ndarray, lossy: bool, notes: list[str]) -> MaskRead:
+    """Any non-zero value as stored is a defect, except in a JPEG: its compression rings faint
+    values (1 to 10) around every edge, which would all be defects, so a JPEG mask is read
+    from half its brightest value up, and its note says so."""
+    if not lossy:
+        return MaskRead(stored > 0, notes, _values(stored))
+    brightest = int(stored.max())
+    threshold = max(1, (brightest + 1) // 2)
+    notes.append(
+        f"lossy (JPEG) mask: its compression adds faint non-zero values around every edge, so "
+        f"it is read as defective from {threshold} up (half its brightest value, {brightest}), "
+        "not from 1, and class ids below that read as normal; save masks as PNG"
+    )
+    return MaskRead(stored >= threshold, notes, _values(stored))
+
+
+def _mvtec_mask_notes(raw: np.ndarray, mask: np.ndarray) -> list[str]:
+    """Values between 0 and 255 in an MVTec mask: named, with how they were read."""
+    between = int(np.count_nonzero((raw > 0) & (raw < 255)))
+    if between and not mask.any():
+        return [
             f"no pixel reaches {MASK_THRESHOLD} (the brightest is {int(raw.max())}), so the mask "
             "reads as empty; a 0/1 mask must be saved as 0/255"
-        )
-    elif between:
-        notes.append(
+        ]
+    if between:
+        return [
             f"mask is not binary: {between} pixel(s) between 0 and 255, read as defective "
             f"from {MASK_THRESHOLD} up; MVTec AD masks are 0 (normal) or 255 (defective)"
-        )
-    return mask, notes
+        ]
+    return []
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """A ground-truth mask as bool (H, W), read as :func:`inspect_mask` says."""
-    return inspect_mask(path)[0]
+def inspect_mask(
+    path: str | Path, convention: MaskConvention = MVTEC_MASKS
+) -> tuple[np.ndarray, list[str]]:
+    """A ground-truth mask, bool (H, W), and notes on its file (see :func:`read_mask_file`)."""
+    return read_mask_file(path, convention)[:2]
+
+
+def read_mask(path: str | Path, convention: MaskConvention = MVTEC_MASKS) -> np.ndarray:
+    """A ground-truth mask as bool (H, W), read as :func:`read_mask_file` says."""
+    return read_mask_file(path, convention).mask
 
 
 def resize_rgb(image: np.ndarray, size: Size) -> np.ndarray:

@@ -8,6 +8,9 @@ thumbnail finds near-identical ones (re-compressed, resized). *Near* is relative
 a test image is near-identical to a training image when their thumbnails are far closer than
 training images are to each other, so aligned objects that all look alike (MVTec's bottles)
 are not flagged, as a fixed threshold or a small perceptual hash could flag them.
+
+A layout's own validation images (MVTec AD 2's ``validation/good``) are checked against
+train/good the same way: copies there would choose epochs and settings on training images.
 """
 
 from __future__ import annotations
@@ -48,35 +51,44 @@ def fingerprint(path: Path, image: np.ndarray) -> Fingerprint:
     return Fingerprint(path, digest.digest(), grey.astype(np.float64).ravel())
 
 
+#: Why a copy of another split's image in a split matters, by the split holding the copy.
+HARM = {
+    "test": "a model learns it as normal, which inflates every test metric",
+    "validation": "validation then scores an image the model trained on, so epochs and "
+    "settings are chosen on training images",
+}
+
+
 def leakage_warnings(
-    reference: list[Fingerprint], test: list[Fingerprint], split: str
+    reference: list[Fingerprint], images: list[Fingerprint], split: str, checked: str = "test"
 ) -> list[Problem]:
-    """One warning per test image that is identical or near-identical to an image of the
-    ``split`` (train or validation) images ``reference``, naming both files."""
-    if not reference or not test:
+    """One warning per image of ``images`` (of the ``checked`` split: test, or a validation
+    split) that is identical or near-identical to an image of the ``split`` (train or
+    validation) images ``reference``, naming both files."""
+    if not reference or not images:
         return []
     copies: dict[bytes, list[Path]] = {}
     for image in reference:
         copies.setdefault(image.digest, []).append(image.path)
-    distances = _rms_distances(_thumbnails(test), _thumbnails(reference))
+    distances = _rms_distances(_thumbnails(images), _thumbnails(reference))
     near = NEAR_FRACTION * _typical_spacing(reference)
     warnings = []
-    for image, row in zip(test, distances, strict=True):
+    for image, row in zip(images, distances, strict=True):
         same = copies.get(image.digest)
         if same:
-            warnings.append(_warning(image.path, same, split, "identical to"))
+            warnings.append(_warning(image.path, same, split, checked, "identical to"))
         elif row.min() < near:
             closest = [reference[i].path for i in np.argsort(row) if row[i] < near]
-            warnings.append(_warning(image.path, closest, split, "nearly identical to"))
+            warnings.append(_warning(image.path, closest, split, checked, "nearly identical to"))
     return warnings
 
 
-def _warning(path: Path, copies: list[Path], split: str, how: str) -> Problem:
+def _warning(path: Path, copies: list[Path], split: str, checked: str, how: str) -> Problem:
     more = f" (and {len(copies) - 1} more)" if len(copies) > 1 else ""
     return Problem(
         path,
-        f"test image {how} {split} image {copies[0]}{more}: a model learns it as normal, which "
-        "inflates every test metric; remove the copy from one of the splits",
+        f"{checked} image {how} {split} image {copies[0]}{more}: {HARM[checked]}; remove the "
+        "copy from one of the splits",
     )
 
 

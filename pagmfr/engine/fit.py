@@ -103,6 +103,7 @@ class TrainingRun:
         self.device = resolve_device(config.train.device)
         seed_everything(config.train.seed)
         self.setup = prepare_training(config)
+        log(f"validation images: {self.setup.validation_images}")
         self.prefix = "test_" if config.validation.on_test else "val_"
         self.model = build_model(config).to(self.device)
         if self.device.type == "cuda" and config.train.channels_last:
@@ -254,6 +255,7 @@ class TrainingRun:
             "selection": self.config.validation.select,
             "code_version": code_version(),
             "data_fingerprint": self.setup.fingerprint,
+            "validation_images": self.setup.validation_images,
         }
         if is_best:
             save_checkpoint(

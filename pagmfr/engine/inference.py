@@ -67,7 +67,7 @@ def anomaly_metrics(
     return {
         "image_auroc": M.image_auroc(scores, labels),
         "pixel_auroc": M.pixel_auroc(maps, masks),
-        "au_pro": M.au_pro(maps, masks),
+        "au_pro": M.au_pro(maps, masks, M.AU_PRO_FPR_LIMIT),
         "pixel_f1_max": M.f1_max(maps, masks),
     }
 
@@ -91,7 +91,9 @@ def _full_resolution(dataset: MVTecAD, maps: np.ndarray) -> tuple[np.ndarray, np
         height, width = read_rgb(sample.image).shape[:2]
         full_maps.append(cv2.resize(anomaly_map, (width, height), interpolation=cv2.INTER_LINEAR))
         full_masks.append(
-            np.zeros((height, width), bool) if sample.mask is None else read_mask(sample.mask)
+            np.zeros((height, width), bool)
+            if sample.mask is None
+            else read_mask(sample.mask, sample.masks)
         )
     if len({m.shape for m in full_maps}) > 1:
         raise ValueError(
@@ -136,6 +138,7 @@ def _provenance(state: dict[str, Any], config: Config) -> dict[str, Any]:
         ),
         "best_epoch": state["epoch"],
         "selection_metrics": state["best"]["metrics"],
+        "validation_images": state.get("validation_images", "not recorded"),
         "seed": config.train.seed,
         "config": config.to_flat(),
         "code_version": code_version(),
@@ -198,6 +201,7 @@ def evaluate(
     result.update(validation_gaps(state["best"]["metrics"], result))
     result.update(
         resolution="full" if full_resolution else f"{config.data.image_size}px",
+        au_pro_fpr_limit=M.AU_PRO_FPR_LIMIT,
         test_images=len(test),
         inference_seconds=inference_seconds,
         checkpoint=str(checkpoint),

@@ -1,23 +1,27 @@
 """Paper-ready ablation tables from a study's MLflow runs (or stand-alone training folders).
 
 ``load`` reads the runs, ``select`` decides which run stands for which cell, ``tables`` and
-``components`` compute every value and test once, and ``latex``, ``markdown``, ``tidy`` (CSV)
-and ``page`` (HTML) write them, each escaping what it prints.
+``components`` compute every value and test once, ``protocol`` states how the runs measured
+them, ``ranks`` ranks the variants over every block for ``cd_diagram`` to draw, and ``latex``,
+``markdown``, ``tidy`` (CSV) and ``page`` (HTML) write them, each escaping what it prints.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from pagmfr.files import require_output_folder
-from pagmfr.report import latex, markdown, page, tidy
+from pagmfr.report import cd_diagram, latex, markdown, page, tidy
+from pagmfr.report.cd_diagram import Diagram
 from pagmfr.report.components import ComponentTable, component_table
 from pagmfr.report.escape import identifier
 from pagmfr.report.load import TRANSFER, grid_from_mlflow, runs_from_folders, runs_from_mlflow
+from pagmfr.report.protocol import protocol_of
+from pagmfr.report.ranks import DEFAULT_ALPHA, Ranking, check_alpha, rank_variants
 from pagmfr.report.select import Missing, Selection, select_runs
 from pagmfr.report.tables import MetricTable, build_table
 from pagmfr.report.text import missing_lines
@@ -40,6 +44,8 @@ class Report:
     files: list[Path]
     #: Transfer evaluations (a checkpoint tested on another category) left out of the tables.
     transfers_left_out: int = 0
+    #: Each metric's ranking of the variants (its critical-difference diagram), in table order.
+    rankings: list[Ranking] = field(default_factory=list)
 
     @property
     def missing(self) -> list[Missing]:
@@ -63,22 +69,33 @@ def _no_finished_run(title: str, selection: Selection) -> ValueError:
     )
 
 
+def figure_stem(metric: str) -> str:
+    """A metric's critical-difference files without the extension (``au_pro-cd``: ``.svg``,
+    ``.pdf``, ``.tex``)."""
+    return f"{identifier(metric)}-cd"
+
+
 def tex_file_names(metrics: list[str]) -> dict[str, str]:
     """Each metric's LaTeX file name in the output folder: a slug of the metric
     (``loss/feature`` -> ``loss-feature.tex``), never a path, whatever a hand-edited metric
     holds (``../../x``). The slug also makes the table's LaTeX label and HTML id, so two
-    metrics that would share one, or a metric that would replace the component table, are
-    refused in every format, naming them."""
+    metrics that would share one, or a metric whose table or diagram would replace the
+    component table or another metric's diagram, are refused in every format, naming them."""
     owners = {COMPONENTS_TEX: "the component table"}
     names = {}
     for metric in metrics:
-        name = f"{identifier(metric)}.tex"
-        if name in owners:
-            raise ValueError(
-                f"metric {metric!r} would be written to {name}, as {owners[name]} is: report "
-                "it on its own (--metrics)"
-            )
-        owners[name], names[metric] = f"metric {metric!r}", name
+        names[metric] = f"{identifier(metric)}.tex"
+        files = (
+            (names[metric], f"metric {metric!r}"),
+            (f"{figure_stem(metric)}.tex", f"the critical-difference diagram of {metric!r}"),
+        )
+        for name, owner in files:
+            if name in owners:
+                raise ValueError(
+                    f"metric {metric!r} would be written to {name}, as {owners[name]} is: "
+                    "report it on its own (--metrics)"
+                )
+            owners[name] = owner
     return names
 
 
@@ -105,7 +122,6 @@ def _notes(selection: Selection) -> list[str]:
     else:
         label = "Code"
     notes.append(f"{label}: {versions}.")
-    notes.append(f"Tested epoch: {selection.protocol}.")
     if selection.other_runs:
         notes.append(
             f"{selection.other_runs} finished run(s) of another config or code under the same "
@@ -128,17 +144,21 @@ def build_report(
     mix_code_versions: bool = False,
     test_over: str = "categories",
     label: str = "pagmfr",
+    alpha: float = DEFAULT_ALPHA,
 ) -> Report:
-    """Tables for every metric, and the component table, in every format under ``out_dir``.
+    """Tables for every metric, and the component table, in every format under ``out_dir``,
+    each with its protocol line, and every metric's critical-difference diagram.
 
     ``grid`` (a study's declared grid) names every cell; ``code_version`` reports one code
     version; runs of several code versions are refused unless ``mix_code_versions``.
     ``test_over`` pairs the tests over "categories" or "category-seed"; ``label`` prefixes
-    the LaTeX labels (``tab:<label>-components``).
+    the LaTeX labels (``tab:<label>-components``); ``alpha`` is the diagrams' significance
+    level.
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown formats {unknown}; allowed: {', '.join(FORMATS)}")
+    check_alpha(alpha)
     out = require_output_folder(out_dir)
     metrics = list(dict.fromkeys(metrics))
     tex_names = tex_file_names(metrics)
@@ -147,19 +167,30 @@ def build_report(
         raise _no_finished_run(title, selection)
     scale = 100.0 if percent else 1.0
     tables = [build_table(m, selection, reference, scale, decimals, test_over) for m in metrics]
-    components = component_table(tables, len(selection.categories), selection.seeds)
+    components = component_table(
+        tables, len(selection.categories), selection.seeds, protocol_of(selection.kept, metrics)
+    )
+    rankings = [rank_variants(selection.kept, m, selection.variants, alpha) for m in metrics]
     notes = _notes(selection)
     out.mkdir(parents=True, exist_ok=True)
+    diagrams, files = _draw(rankings, out, formats)
     texts: dict[str, str] = {}
     if "latex" in formats:
         texts.update({tex_names[t.metric]: latex.metric_table(t, label) for t in tables})
         texts[COMPONENTS_TEX] = latex.components(components, label)
+        texts.update(
+            {
+                f"{diagrams[t.metric].stem}.tex": latex.cd_figure(t, diagrams[t.metric], label)
+                for t in tables
+            }
+        )
     if "md" in formats:
-        texts["report.md"] = markdown.report(title, notes, tables, selection.missing)
+        texts["report.md"] = markdown.report(title, notes, tables, selection.missing, diagrams)
         texts["components.md"] = markdown.components(components, notes)
     if "html" in formats:
-        texts["report.html"] = page.page(title, notes, components, tables, selection.missing)
-    files = []
+        texts["report.html"] = page.page(
+            title, notes, components, tables, selection.missing, diagrams
+        )
     for name, text in texts.items():
         files.append(out / name)
         files[-1].write_text(text)
@@ -170,7 +201,33 @@ def build_report(
             tidy.write_csv(pd.concat([tidy.metric_rows(t) for t in tables]), out / "tables.csv"),
             tidy.write_csv(tidy.component_rows(components), out / "components.csv"),
         ]
-    return Report(tables, components, selection, files)
+        ranked = [(t, r) for t, r in zip(tables, rankings, strict=True) if not r.shortfall]
+        if ranked:  # written only where a metric has a diagram
+            ranks = pd.concat([tidy.rank_rows(t, r) for t, r in ranked])
+            tests = pd.concat([tidy.pair_rows(t, r) for t, r in ranked])
+            files += [
+                tidy.write_csv(ranks, out / "ranks.csv"),
+                tidy.write_csv(tests, out / "rank_tests.csv"),
+            ]
+    return Report(tables, components, selection, files, rankings=rankings)
+
+
+def _draw(rankings: list[Ranking], out: Path, formats) -> tuple[dict[str, Diagram], list[Path]]:
+    """Each metric's diagram, by metric, and the files drawn: ``<stem>.svg`` for Markdown and
+    HTML, ``<stem>.pdf`` for LaTeX, none for a metric too small for one."""
+    diagrams, files = {}, []
+    for ranking in rankings:
+        diagram = diagrams[ranking.metric] = Diagram(ranking, figure_stem(ranking.metric))
+        if ranking.shortfall:
+            continue
+        if {"md", "html"} & set(formats):
+            diagram.svg = cd_diagram.render(ranking, "svg")
+            files.append(out / f"{diagram.stem}.svg")
+            files[-1].write_bytes(diagram.svg)
+        if "latex" in formats:
+            files.append(out / f"{diagram.stem}.pdf")
+            files[-1].write_bytes(cd_diagram.render(ranking, "pdf"))
+    return diagrams, files
 
 
 def report_study(tracking_uri: str, study: str, out_dir: str | Path, **options) -> Report:

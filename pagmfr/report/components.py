@@ -4,8 +4,9 @@ significance mark), built from the per-metric tables so that every number and ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from pagmfr.report.protocol import Protocol
 from pagmfr.report.tables import MetricTable, PairedTest, Value
 
 
@@ -30,16 +31,19 @@ class ComponentTable:
     scale: float
     decimals: int
     test_over: str
-    #: Which epoch the runs tested (their selection protocol), in words.
-    protocol: str = ""
+    #: How the runs measured the numbers (see :mod:`pagmfr.report.protocol`).
+    protocol: Protocol = field(default_factory=Protocol)
 
     def cell(self, variant: str, metric: str) -> ComponentCell:
         """The (variant, metric) cell."""
         return self.cells[(variant, metric)]
 
 
-def component_table(tables: list[MetricTable], categories: int, seeds: list[int]) -> ComponentTable:
-    """The component table of the per-metric tables (which share variants and reference)."""
+def component_table(
+    tables: list[MetricTable], categories: int, seeds: list[int], protocol: Protocol
+) -> ComponentTable:
+    """The component table of the per-metric tables (which share variants and reference), with
+    the ``protocol`` of the runs behind all of them."""
     first = tables[0]
     cells = {}
     for table in tables:
@@ -57,5 +61,5 @@ def component_table(tables: list[MetricTable], categories: int, seeds: list[int]
         first.scale,
         first.decimals,
         first.test_over,
-        first.protocol,
+        protocol,
     )

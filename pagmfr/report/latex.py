@@ -12,16 +12,23 @@ from __future__ import annotations
 import math
 
 from pagmfr.categories import TEXTURE
+from pagmfr.report.cd_diagram import Diagram
 from pagmfr.report.components import ComponentTable
 from pagmfr.report.escape import identifier
 from pagmfr.report.escape import latex as esc
+from pagmfr.report.protocol import Protocol
 from pagmfr.report.tables import MARKS, MetricTable, PairedTest, Row, Value
-from pagmfr.report.text import metric_name, test_design
+from pagmfr.report.text import metric_name, ranking_note, test_design
 
 #: Category columns per block of the per-category table.
 BLOCK_COLUMNS = 6
 #: Lines a block adds to its variants' rows: its rules, headers and the gap before it.
 BLOCK_HEADER_LINES = 4
+#: Lines of the table's font the protocol under it takes, set one size smaller (its settings
+#: wrap over about three lines).
+PROTOCOL_LINES = 3
+#: The protocol's font under a table in each font.
+SMALLER = {r"\small": r"\footnotesize", r"\footnotesize": r"\scriptsize", r"\scriptsize": r"\tiny"}
 #: How many table lines fit one page of an article, with the caption, at each font size
 #: (measured with pdflatex: 12, 13 and 17 variants in three blocks).
 PAGE_LINES = ((48, r"\small"), (54, r"\footnotesize"), (63, r"\scriptsize"))
@@ -62,19 +69,19 @@ def _legend(tests: list[PairedTest], reference: str, test_over: str) -> str:
     return text + (f" ({impossible})" if impossible else "")
 
 
-def _environment(caption: str, label: str, body: list[str]) -> str:
+def _environment(caption: str, label: str, body: list[str], kind: str = "table") -> str:
+    """A ``table`` float (label ``tab:...``, caption above) or a ``figure`` (``fig:...``,
+    caption below its first line, the graphic), as papers place them."""
+    head = [rf"\caption{{{caption}}}", rf"\label{{{kind[:3]}:{identifier(label)}}}"]
+    inner = [*head, *body] if kind == "table" else [*body[:1], *head, *body[1:]]
     return "\n".join(
-        [
-            HEADER,
-            r"\begin{table}[t]",
-            r"\centering",
-            rf"\caption{{{caption}}}",
-            rf"\label{{tab:{identifier(label)}}}",
-            *body,
-            r"\end{table}",
-            "",
-        ]
+        [HEADER, rf"\begin{{{kind}}}[t]", r"\centering", *inner, rf"\end{{{kind}}}", ""]
     )
+
+
+def _protocol(protocol: Protocol, font: str = r"\footnotesize") -> list[str]:
+    """The protocol line under a table or figure, in a left-aligned paragraph in ``font``."""
+    return [rf"\par\smallskip{{{font}\raggedright " + esc(protocol.sentence) + r"\par}"]
 
 
 def _chunks(columns: list[Row]) -> list[list[Row]]:
@@ -137,23 +144,24 @@ def metric_table(table: MetricTable, label: str) -> str:
         f"{esc(metric_name(table.metric))}{unit} per category: mean $\\pm$ sample std over "
         "seeds; bold: best per category; All: mean over the categories, where "
         + _legend(table.tests, table.reference, table.test_over)
-        + f". Tested epoch: {esc(table.protocol)}."
-        + " Changes against the reference: see the component table."
+        + ". Changes against the reference: see the component table."
     )
     blocks = [_block(table, name, columns) for name, columns in _blocks(table)]
     tag = f"{label}-{table.metric}"
-    font = _font(len(blocks) * (len(table.variants) + BLOCK_HEADER_LINES))
+    font = _font(len(blocks) * (len(table.variants) + BLOCK_HEADER_LINES) + PROTOCOL_LINES)
     if font is not None:
         body = [font, r"\renewcommand{\arraystretch}{0.92}"]
         for i, block in enumerate(blocks):
             body += ([r"\par\smallskip"] if i else []) + block
-        return _environment(caption, tag, body)
-    font = _font(len(table.variants) + BLOCK_HEADER_LINES) or PAGE_LINES[-1][1]
+        return _environment(caption, tag, body + _protocol(table.protocol, SMALLER[font]))
+    lines = len(table.variants) + BLOCK_HEADER_LINES + PROTOCOL_LINES
+    font = _font(lines) or PAGE_LINES[-1][1]
+    protocol = _protocol(table.protocol, SMALLER[font])
     return "\n".join(
         _environment(
             f"{caption} Part {i} of {len(blocks)}.",
             f"{tag}-{i}",
-            [font, r"\renewcommand{\arraystretch}{0.92}", *block],
+            [font, r"\renewcommand{\arraystretch}{0.92}", *block, *protocol],
         )
         for i, block in enumerate(blocks, start=1)
     )
@@ -166,8 +174,7 @@ def components(table: ComponentTable, label: str) -> str:
     caption = (
         f"Component ablation ({unit}): mean over {table.categories} categories $\\pm$ sample "
         f"std over {len(table.seeds)} seed(s); bold: best per metric; $\\Delta$: change against "
-        f"{esc(table.reference)}; " + _legend(tests, table.reference, table.test_over) + ". "
-        f"Tested epoch: {esc(table.protocol)}."
+        f"{esc(table.reference)}; " + _legend(tests, table.reference, table.test_over) + "."
     )
     columns = 2 * len(table.metrics)
     groups = " & ".join(rf"\multicolumn{{2}}{{c}}{{{esc(metric_name(m))}}}" for m in table.metrics)
@@ -197,4 +204,15 @@ def components(table: ComponentTable, label: str) -> str:
                 )
         lines.append(" & ".join(cells) + r" \\")
     body = _fit([*lines, r"\bottomrule", r"\end{tabular}"])
-    return _environment(caption, f"{label}-components", body)
+    return _environment(caption, f"{label}-components", body + _protocol(table.protocol))
+
+
+def cd_figure(table: MetricTable, diagram: Diagram, label: str) -> str:
+    r"""The metric's critical-difference diagram as a ``figure`` that includes
+    ``<stem>.pdf`` (found beside the paper, or through ``\graphicspath``), with the tests in
+    its caption and the table's protocol; for a metric without one, a comment saying why."""
+    note = esc(ranking_note(diagram.ranking))
+    if diagram.ranking.shortfall:
+        return f"{HEADER}\n% {note}\n"
+    body = [rf"\includegraphics[width=\linewidth]{{{diagram.stem}}}", *_protocol(table.protocol)]
+    return _environment(note, f"{label}-{diagram.stem}", body, kind="figure")

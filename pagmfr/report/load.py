@@ -31,6 +31,12 @@ COLUMNS = [
 GRID_FILE = "grid.json"
 #: Tags that say which cell, config and code a run belongs to (see pagmfr.study.cells).
 IDENTITY_TAGS = ("cell_key", "config_key", "code_version", "code_fingerprint")
+#: The resolution of a study cell's test metrics where its run has no ``test.resolution`` tag
+#: (recorded before it was): the trainable has always tested at the model's resolution. A
+#: stand-alone run's metrics.json records its own ("full", "256px").
+STUDY_RESOLUTION = "model"
+#: The column of AU-PRO's FPR limit, as each test recorded it.
+FPR_LIMIT = "au_pro_fpr_limit"
 
 
 def default_tracking_uri() -> str:
@@ -103,6 +109,11 @@ def runs_from_mlflow(tracking_uri: str, study: str) -> pd.DataFrame:
         for k, c in zip(runs["kind"], runs["category"], strict=True)
     ]
     runs["selection"] = _protocols(raw)
+    recorded = raw.get("tags.test.resolution", pd.Series(index=raw.index, dtype=object))
+    runs["resolution"] = recorded.fillna(STUDY_RESOLUTION)
+    runs[FPR_LIMIT] = raw.get(
+        "tags.test.au_pro_fpr_limit", pd.Series(index=raw.index, dtype=object)
+    )
     for tag in IDENTITY_TAGS:
         runs[tag] = raw.get(f"tags.{tag}", pd.Series(index=raw.index, dtype=object))
     metrics = raw[[c for c in raw.columns if c.startswith("metrics.")]].rename(
@@ -202,13 +213,21 @@ def runs_from_folders(folders: list[str | Path]) -> pd.DataFrame:
             "end_time": path.stat().st_mtime,
             "error": None,
             "selection": record.get("selection_protocol") or selection_of(config),
+            "resolution": record.get("resolution"),
+            # Text, as a study run's tag holds it: a setting, not a metric to report.
+            FPR_LIMIT: str(record.get(FPR_LIMIT, "")),
             TRANSFER: record.get(TRANSFER),
+            "code_version": record.get("code_version"),
+            # As a study cell's run holds them: the protocol line reads both alike.
+            "tags.code_version": record.get("code_version"),
+            "tags.data_fingerprint": record.get("data_fingerprint"),
+            **{f"params.{key}": str(value) for key, value in config.items()},
         }
         row.update(
             {
                 k: v
                 for k, v in record.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != FPR_LIMIT
             }
         )
         rows.append(row)

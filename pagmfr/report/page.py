@@ -1,6 +1,7 @@
 """The report as one self-contained HTML page: the component table, every metric's table
-with its tests, figures as PNG data URIs and the missing cells, viewable offline. Every user
-string is escaped, in text and in attributes."""
+with its protocol and tests, figures as PNG data URIs, the critical-difference diagrams as SVG
+data URIs and the missing cells, viewable offline. Every user string is escaped, in text and
+in attributes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import io
 import math
 
 from pagmfr.report import escape
+from pagmfr.report.cd_diagram import Diagram
 from pagmfr.report.components import ComponentTable
 from pagmfr.report.escape import html as esc
+from pagmfr.report.protocol import Protocol
 from pagmfr.report.select import Missing
 from pagmfr.report.tables import MetricTable
 from pagmfr.report.text import (
@@ -18,6 +21,7 @@ from pagmfr.report.text import (
     metric_name,
     missing_lines,
     plain_cell,
+    ranking_note,
     scale_note,
     significance_note,
     test_lines,
@@ -92,7 +96,22 @@ def _bold(text: str) -> str:
     return esc(text).replace("\x00", "<b>").replace("\x01", "</b>")
 
 
-def _metric_section(table: MetricTable) -> list[str]:
+def _protocol(protocol: Protocol) -> str:
+    return f"<p class='note protocol'>{esc(protocol.sentence)}</p>"
+
+
+def _diagram(diagram: Diagram) -> list[str]:
+    """The critical-difference diagram (its SVG, inline as a data URI) and its caption, or the
+    line that says why there is none."""
+    note = f"<p class='note'>{esc(ranking_note(diagram.ranking))}</p>"
+    if diagram.ranking.shortfall:
+        return [note]
+    source = "data:image/svg+xml;base64," + base64.b64encode(diagram.svg).decode()
+    name = f"{diagram.ranking.metric} critical-difference diagram"
+    return [f"<img alt='{esc(name)}' src='{source}'>", note]
+
+
+def _metric_section(table: MetricTable, diagram: Diagram) -> list[str]:
     parts_ = [
         f"<h2 id='{esc(escape.identifier(table.metric))}'>{esc(metric_name(table.metric))}</h2>",
         f"<p class='note'>{esc(scale_note(table))}<br>{esc(significance_note(table))}</p>",
@@ -105,7 +124,9 @@ def _metric_section(table: MetricTable) -> list[str]:
         ]
         parts_.append(_row([esc(row.label), *cells], css="group" if row.group else ""))
     parts_ += [
-        "</table><table>",
+        "</table>",
+        _protocol(table.protocol),
+        "<table>",
         _row(
             [
                 "Variant",
@@ -120,7 +141,7 @@ def _metric_section(table: MetricTable) -> list[str]:
         "</table>",
     ]
     parts_ += [f"<img alt='{esc(table.metric)} figure' src='{src}'>" for src in _figures(table)]
-    return parts_
+    return parts_ + _diagram(diagram)
 
 
 def _components(table: ComponentTable) -> list[str]:
@@ -131,6 +152,7 @@ def _components(table: ComponentTable) -> list[str]:
         _row(header, "th"),
         *map(_row, rows),
         "</table>",
+        _protocol(table.protocol),
     ]
 
 
@@ -140,8 +162,9 @@ def page(
     components: ComponentTable,
     tables: list[MetricTable],
     missing: list[Missing],
+    diagrams: dict[str, Diagram],
 ) -> str:
-    """The whole report as one page with no external resources."""
+    """The whole report as one page with no external resources (``diagrams``: by metric)."""
     body = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
         STYLE + "</head><body>",
@@ -150,7 +173,7 @@ def page(
         *_components(components),
     ]
     for table in tables:
-        body += _metric_section(table)
+        body += _metric_section(table, diagrams[table.metric])
     body.append(
         "<h2 id='missing'>Missing cells</h2><ul>"
         + "".join(f"<li>{esc(line)}</li>" for line in missing_lines(missing))

@@ -33,13 +33,6 @@ class Missing:
     error: str = ""
 
 
-def protocol_text(protocols: Mapping[str, int]) -> str:
-    """The tested epochs' protocol as a caption states it; several are named with counts."""
-    if len(protocols) == 1:
-        return next(iter(protocols))
-    return "mixed: " + "; ".join(f"{p} ({n} runs)" for p, n in protocols.items())
-
-
 @dataclass
 class Selection:
     """The runs a report uses: one finished run per cell (``kept``), in the declared order."""
@@ -58,18 +51,12 @@ class Selection:
     code_versions: dict[str, int] = field(default_factory=dict)
     #: Methods whose kept runs were trained by different code (their code fingerprints).
     mixed_methods: list[str] = field(default_factory=list)
-    #: Selection protocols of the kept runs (which epoch each tested), with how many runs each.
-    protocols: dict[str, int] = field(default_factory=dict)
     #: Whether the cells came from the grid the study declared.
     declared: bool = False
 
-    @property
-    def protocol(self) -> str:
-        """Which epoch the kept runs tested, in words (see :func:`protocol_text`)."""
-        return protocol_text(self.protocols)
 
-
-def _column(runs: pd.DataFrame, name: str) -> pd.Series:
+def text_column(runs: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``name`` as text, "" where a run has no value or no run has the column."""
     if name in runs:
         return runs[name].fillna("").astype(str)
     return pd.Series("", index=runs.index, dtype=object)
@@ -81,13 +68,13 @@ def _last_line(error: Any) -> str:
 
 def _version_of(runs: pd.DataFrame) -> pd.Series:
     """A run's code identity: its code fingerprint, else (older records) its code version."""
-    fingerprint = _column(runs, "code_fingerprint")
-    return fingerprint.where(fingerprint != "", _column(runs, "code_version"))
+    fingerprint = text_column(runs, "code_fingerprint")
+    return fingerprint.where(fingerprint != "", text_column(runs, "code_version"))
 
 
 def _matches_version(runs: pd.DataFrame, version: str) -> pd.Series:
-    return (_column(runs, "code_version") == version) | (
-        _column(runs, "code_fingerprint") == version
+    return (text_column(runs, "code_version") == version) | (
+        text_column(runs, "code_fingerprint") == version
     )
 
 
@@ -128,14 +115,14 @@ def select_runs(
     Raises ``ValueError`` naming the versions when the kept runs come from several code
     versions, unless ``mix_code_versions``.
     """
-    runs = runs.assign(version=_version_of(runs), cell_key=_column(runs, "cell_key"))
+    runs = runs.assign(version=_version_of(runs), cell_key=text_column(runs, "cell_key"))
     cells = _cells_from_grid(grid) if grid else _cells_from_runs(runs)
     if grid and code_version is None:
         match = ["cell_key"]
         cells = cells.rename(columns={"key": "cell_key"})
     elif grid:
         match = ["config_key"]
-        runs = runs.assign(config_key=_column(runs, "config_key"))
+        runs = runs.assign(config_key=text_column(runs, "config_key"))
     else:
         match = CELL
     candidates = runs if code_version is None else runs[_matches_version(runs, code_version)]
@@ -164,7 +151,6 @@ def select_runs(
         other_runs=len(paired) - len(kept) - dropped,
         code_versions=_versions(kept),
         mixed_methods=_mixed_methods(kept),
-        protocols=_column(kept, "selection").replace("", "not recorded").value_counts().to_dict(),
         declared=bool(grid),
     )
     if selection.mixed_methods and not mix_code_versions:
@@ -181,7 +167,7 @@ def select_runs(
 def _mixed_methods(kept: pd.DataFrame) -> list[str]:
     """Methods with kept runs of more than one training code: each method's cells are keyed
     by its own code, so different methods differ by design, one method's runs must not."""
-    methods = _column(kept, "method")
+    methods = text_column(kept, "method")
     per_method = kept["version"].groupby(methods).nunique()
     return sorted(per_method[per_method > 1].index)
 
@@ -196,8 +182,8 @@ def _kinds(runs: pd.DataFrame, grid: Mapping[str, Any] | None) -> dict[str, str]
 def _versions(kept: pd.DataFrame) -> dict[str, int]:
     """The kept runs' code versions as people read them (the recorded version, else the code
     fingerprint), with how many runs each."""
-    readable = _column(kept, "code_version").where(
-        _column(kept, "code_version") != "", kept["version"]
+    readable = text_column(kept, "code_version").where(
+        text_column(kept, "code_version") != "", kept["version"]
     )
     counts = readable.replace("", "not recorded").value_counts()
     return {str(v): int(n) for v, n in counts.items()}
@@ -215,7 +201,7 @@ def _missing(
     if "config_key" in runs and "config_key" in cells:
         finished = latest[latest["status"] == "FINISHED"]
         other_code = dict(
-            zip(finished["config_key"], _column(finished, "code_version"), strict=False)
+            zip(finished["config_key"], text_column(finished, "code_version"), strict=False)
         )
     result = []
     for cell in cells.itertuples(index=False):

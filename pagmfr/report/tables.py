@@ -13,6 +13,7 @@ from scipy.stats import wilcoxon
 
 from pagmfr.categories import TEXTURE
 from pagmfr.report.load import COLUMNS
+from pagmfr.report.protocol import Protocol, protocol_of
 from pagmfr.report.select import Selection
 
 GROUPS = ("Textures mean", "Objects mean", "Mean")
@@ -70,8 +71,8 @@ class MetricTable:
     scale: float = 100.0
     decimals: int = 1
     test_over: str = "categories"
-    #: Which epoch the runs tested (their selection protocol), in words.
-    protocol: str = ""
+    #: How the table's runs measured its numbers (see :mod:`pagmfr.report.protocol`).
+    protocol: Protocol = field(default_factory=Protocol)
 
     def row(self, label: str) -> Row | None:
         """The row named ``label`` (a category or a group mean), if any."""
@@ -188,8 +189,9 @@ def build_table(
     for test in tests:
         if overall is not None and overall.values.get(test.variant) is not None:
             overall.values[test.variant].mark = test.mark
+    protocol = protocol_of(values, [metric])
     return MetricTable(
-        metric, variants, reference, rows, tests, scale, decimals, test_over, selection.protocol
+        metric, variants, reference, rows, tests, scale, decimals, test_over, protocol
     )
 
 
@@ -218,27 +220,41 @@ def _pairs(
     return a, b
 
 
+def signed_rank(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Wilcoxon signed-rank statistic and two-sided p of paired values: NaN (no test) under
+    two pairs or when every pair is equal."""
+    if len(a) < 2 or np.allclose(a, b):
+        return math.nan, math.nan
+    result = wilcoxon(a, b)
+    return float(result.statistic), float(result.pvalue)
+
+
 def _paired_test(variant: str, a: np.ndarray, b: np.ndarray) -> PairedTest:
-    """Wilcoxon signed-rank, variant vs reference; no test (NaN) under two pairs or when
-    every pair is equal."""
+    """Wilcoxon signed-rank, variant vs reference (see :func:`signed_rank`)."""
     if not len(a):
         return PairedTest(variant, 0, math.nan, math.nan, math.nan)
-    delta = float(np.mean(a - b))
-    if len(a) < 2 or np.allclose(a, b):
-        return PairedTest(variant, len(a), delta, math.nan, math.nan)
-    result = wilcoxon(a, b)
-    return PairedTest(variant, len(a), delta, float(result.statistic), float(result.pvalue))
+    return PairedTest(variant, len(a), float(np.mean(a - b)), *signed_rank(a, b))
+
+
+def holm_adjusted(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values over the tests that ran: a NaN p (no test) stays NaN
+    and is not counted in the family."""
+    ran = sorted((i for i, p in enumerate(p_values) if not math.isnan(p)), key=p_values.__getitem__)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(ran):
+        running = max(running, min(1.0, (len(ran) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 def holm(tests: list[PairedTest]) -> list[PairedTest]:
-    """Holm's step-down correction over the tests that ran (the family: every variant
-    against the reference in one table), and each test's significance mark."""
-    ran = sorted((t for t in tests if not math.isnan(t.p_value)), key=lambda t: t.p_value)
-    running = 0.0
-    for rank, test in enumerate(ran):
-        running = max(running, min(1.0, (len(ran) - rank) * test.p_value))
-        test.p_holm = running
-        test.mark = next((mark for level, mark in MARKS if running < level), "")
+    """Holm's correction over the tests that ran (the family: every variant against the
+    reference in one table), and each test's significance mark."""
+    for test, adjusted in zip(tests, holm_adjusted([t.p_value for t in tests]), strict=True):
+        if not math.isnan(adjusted):
+            test.p_holm = adjusted
+            test.mark = next((mark for level, mark in MARKS if adjusted < level), "")
     return tests
 
 

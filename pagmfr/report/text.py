@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 
 from pagmfr.report.components import ComponentTable
+from pagmfr.report.ranks import FRIEDMAN_VARIANTS, Ranking
 from pagmfr.report.select import Missing
 from pagmfr.report.tables import MARKS, MetricTable, PairedTest, Value, smallest_p
 
@@ -62,8 +63,7 @@ def scale_note(table: MetricTable) -> str:
     """What a metric table's cells mean."""
     return (
         f"{metric_name(table.metric)} ({unit(table.scale)}): mean ± sample std over seeds; "
-        f"bold: best in the row; (±x): change against {table.reference}. "
-        f"Tested epoch: {table.protocol}."
+        f"bold: best in the row; (±x): change against {table.reference}."
     )
 
 
@@ -88,6 +88,55 @@ def significance_note(table: MetricTable) -> str:
         f"Holm-corrected over the {len(table.tests)} variants)."
     )
     return note + (f" {impossible[0].upper()}{impossible[1:]}." if impossible else "")
+
+
+def _friedman(ranking: Ranking) -> str:
+    """What Friedman's test said, and whether it let the pairwise tests tell variants apart."""
+    if len(ranking.variants) < FRIEDMAN_VARIANTS:
+        return (
+            f"With {len(ranking.variants)} variants there is no Friedman test (it needs "
+            f"{FRIEDMAN_VARIANTS}): the Wilcoxon signed-rank test alone decides."
+        )
+    if not ranking.friedman_ran:
+        return "No Friedman test: every block is a tie, so one bar joins all variants."
+    result = (
+        f"Friedman test: chi-square {ranking.friedman_statistic:.2f}, p = {ranking.friedman_p:.3g}"
+    )
+    if ranking.friedman_p >= ranking.alpha:
+        return (
+            f"{result}, not below alpha: no variant differs significantly, so one bar joins "
+            "them all (the pairwise tests are not used)."
+        )
+    return f"{result}."
+
+
+def ranking_note(ranking: Ranking) -> str:
+    """A critical-difference diagram's caption: what it ranks over, the average ranks, the
+    tests behind its bars and alpha; or, for a metric without one, why (one line). ASCII only:
+    LaTeX prints it as it is."""
+    if ranking.shortfall:
+        return ranking.shortfall[0].upper() + ranking.shortfall[1:] + "."
+    incomplete = ranking.all_blocks - ranking.blocks
+    blocks = f"{ranking.blocks} blocks (category x seed" + (
+        f"; {incomplete} block(s) without every variant left out)" if incomplete else ")"
+    )
+    ranks = ", ".join(f"{v} {ranking.average_ranks[v]:.2f}" for v in ranking.variants)
+    text = (
+        f"Critical-difference diagram of {metric_name(ranking.metric)}: average rank over "
+        f"{blocks}, 1 = best, ties sharing their mean rank: {ranks}. {_friedman(ranking)} "
+        "A bar joins variants that pairwise Wilcoxon signed-rank tests over the blocks, "
+        f"Holm-corrected, do not tell apart at alpha = {ranking.alpha:g}."
+    )
+    if ranking.smallest_holm_p >= ranking.alpha:
+        text += (
+            f" With {ranking.blocks} blocks and {len(ranking.pairs)} pair(s), no pair can "
+            f"differ at this alpha (the smallest Holm-corrected p is "
+            f"{ranking.smallest_holm_p:.3g})."
+        )
+    if ranking.left_out:
+        shown = ", ".join(f"{v} ({n} of {ranking.all_blocks})" for v, n in ranking.left_out.items())
+        text += f" Not ranked (a value in fewer than half of the blocks): {shown}."
+    return text
 
 
 def test_lines(table: MetricTable) -> list[tuple[str, str, str, str, str]]:

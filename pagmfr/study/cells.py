@@ -24,6 +24,7 @@ from pagmfr.categories import category_kind
 from pagmfr.code_scope import method_code_fingerprint
 from pagmfr.config import Config
 from pagmfr.data.dataset import MVTecAD
+from pagmfr.data.layout import validation_split
 from pagmfr.data.pipeline import resolve_data_root
 from pagmfr.logs import log
 from pagmfr.provenance import code_version
@@ -31,6 +32,10 @@ from pagmfr.study.spec import TrialSpec, cell_name
 
 #: Where a cell runs and how reproducibly, not what it computes: never in its key.
 NOT_IN_KEY = ("data.root", "data.num_workers", "train.device", "train.deterministic")
+#: Keys added after studies had recorded cells, with the value that does what the code did
+#: before them: at it, a key is left out, so cells recorded before it keep their keys (and
+#: ``--keep-old-results`` finds them).
+KEYED_OFF_DEFAULT = {"data.validation_images": "auto"}
 
 
 @dataclass(frozen=True)
@@ -91,15 +96,18 @@ def describe_overrides(overrides: Mapping[str, Any]) -> str:
 
 @cache
 def data_fingerprint(root: str, category: str) -> str:
-    """Train and test files of one category; a readable marker when the data is broken (the
-    trial then fails with the real error and is recorded as failed)."""
+    """Train and test files of one category (and its layout's own validation files); a
+    readable marker when the data is broken (the trial then fails with the real error and is
+    recorded as failed)."""
     try:
         resolved = resolve_data_root(root)
-        train = MVTecAD(resolved, category, "train", 32).fingerprint()
-        test = MVTecAD(resolved, category, "test", 32).fingerprint()
+        splits = ["train", "test"]
+        own_validation = validation_split(resolved, category)  # MVTec AD 2's validation/good
+        splits += [own_validation] if own_validation else []
+        parts = [MVTecAD(resolved, category, split, 32).fingerprint() for split in splits]
     except (ValueError, OSError) as err:
         return "unreadable-" + hashlib.sha256(str(err).encode()).hexdigest()[:12]
-    return hashlib.sha256(f"{train}:{test}".encode()).hexdigest()[:32]
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()[:32]
 
 
 def short_hash(payload: dict[str, Any]) -> str:
@@ -112,7 +120,17 @@ def short_hash(payload: dict[str, Any]) -> str:
 def _keyed_config(config: Config) -> dict[str, Any]:
     """The shared keys and the cell's own method's: another method's settings never retrain
     it."""
-    return {k: v for k, v in config.to_flat(own_method_only=True).items() if k not in NOT_IN_KEY}
+    return _in_key(config.to_flat(own_method_only=True))
+
+
+def _in_key(flat: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change what a cell computes (:data:`NOT_IN_KEY`,
+    :data:`KEYED_OFF_DEFAULT`)."""
+    return {
+        k: v
+        for k, v in flat.items()
+        if k not in NOT_IN_KEY and (k not in KEYED_OFF_DEFAULT or KEYED_OFF_DEFAULT[k] != v)
+    }
 
 
 def config_key(config: Config, fingerprint: str) -> str:
@@ -150,7 +168,7 @@ def make_cell(variant: str, category: str, seed: int, config: Config, overrides:
         config_key=config_key(config, fingerprint),
         legacy_config_key=short_hash(
             {
-                "config": {k: v for k, v in config.to_flat().items() if k not in NOT_IN_KEY},
+                "config": _in_key(config.to_flat()),
                 "data": fingerprint,
             }
         ),

@@ -42,7 +42,9 @@ def _parser(description: str, presets: Mapping[str, Preset]) -> argparse.Argumen
     )
     parser.add_argument("--preset", choices=sorted(presets), default="smoke")
     parser.add_argument(
-        "--data", help='MVTec AD-layout folder, or "synthetic" (the embedded dataset)'
+        "--data",
+        help="a dataset folder (MVTec AD, MVTec 3D-AD, VisA, MVTec AD 2 or plain folders; "
+        'detected), or "synthetic" (the embedded dataset)',
     )
     parser.add_argument("--categories", nargs="+", help="default: the preset's")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: the preset's")

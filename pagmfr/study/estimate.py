@@ -18,6 +18,7 @@ import ray
 
 from pagmfr.config import Config
 from pagmfr.data.dataset import MVTecAD
+from pagmfr.data.layout import validation_split
 from pagmfr.data.pipeline import resolve_data_root, validation_count
 from pagmfr.registry import MethodSpec, ensure_registered, user_methods
 from pagmfr.study.cells import Cell, StudyGrid
@@ -97,10 +98,14 @@ def _time_epochs(spec: TrialSpec, epochs: int, methods: list[MethodSpec]) -> dic
 
 
 def train_images(config: Config) -> int:
-    """The training images of a cell's category (the validation share held out)."""
-    root = resolve_data_root(str(config.data.root))
-    count = len(MVTecAD(root, config.data.category, "train", 32))
-    return count - validation_count(count, config.data.val_fraction)
+    """The training images of a cell's category: all of them where the layout has its own
+    validation images, else less the validation share held out."""
+    data = config.data
+    root = resolve_data_root(str(data.root))
+    count = len(MVTecAD(root, data.category, "train", 32))
+    if validation_split(root, data.category, data.validation_images) is not None:
+        return count
+    return count - validation_count(count, data.val_fraction)
 
 
 def calibrate(

@@ -21,7 +21,7 @@ from ray.tune import Callback
 from pagmfr.logs import environment
 from pagmfr.study.spec import TrialSpec
 from pagmfr.study.tracking import StudyTracker
-from pagmfr.study.trainable import METRICS
+from pagmfr.study.trainable import METRICS, PROTOCOL
 
 #: MLflow's client retries an unreachable server for minutes and waits 120 s for an answer;
 #: the recorder's writes fail fast instead (its queue does the waiting, without stalling Tune).
@@ -142,15 +142,16 @@ class MLflowRecorder(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         """Record an epoch's metrics (or the final test metrics) at step = epoch."""
-        metrics = _numbers(result)
+        metrics, tags = _numbers(result), {}
         if result.get("final"):
             self.tested.add(trial.trial_id)
             metrics = {
                 ("best_" + k if k.startswith(("val_", "test_")) else k): v
                 for k, v in metrics.items()
             }
+            tags = {f"test.{k}": v for k, v in result.get(PROTOCOL, {}).items()}
         step = int(result.get("epoch", iteration))
-        self._write(lambda: self.tracker.log_metrics(self._run(trial), metrics, step=step))
+        self._write(lambda: self.tracker.log_metrics(self._run(trial), metrics, step, tags))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         """Count a node-failure retry on the run."""

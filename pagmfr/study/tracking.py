@@ -187,16 +187,22 @@ class StudyTracker:
             key: max(m.step for m in self.client.get_metric_history(run_id, key)) for key in metrics
         }
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(
+        self, run_id: str, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None
+    ) -> None:
         """Metrics at ``step`` in batches of MLflow's limit, less those already recorded at
-        this step or a later one (epochs a restored trial reports again)."""
+        this step or a later one (epochs a restored trial reports again), and ``tags`` with the
+        first batch."""
         recorded = self.recorded_steps.setdefault(run_id, {})
         now = int(time.time() * 1000)
         batch = [
             Metric(k, float(v), now, step) for k, v in metrics.items() if step > recorded.get(k, -1)
         ]
-        for start in range(0, len(batch), 1000):
-            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
+        tagged = [RunTag(k, v) for k, v in (tags or {}).items()]
+        for start in range(0, max(len(batch), len(tagged)), 1000):
+            self.client.log_batch(
+                run_id, metrics=batch[start : start + 1000], tags=tagged if not start else []
+            )
         recorded.update({metric.key: step for metric in batch})
 
     def log_artifacts(self, run_id: str, folder: str | Path, path: str | None = None) -> None:

@@ -37,6 +37,10 @@ HEATMAPS_PER_DEFECT = 2
 CHECKPOINT_SECONDS = 60.0
 #: Where a result keeps the trainable's metrics (HPO's objective is "metrics/val_au_pro").
 METRICS = "metrics"
+#: A final result's key for how the test measured (recorded as ``test.<name>`` tags).
+PROTOCOL = "protocol"
+#: What the test records of its protocol: the metrics' resolution and AU-PRO's FPR limit.
+TEST_PROTOCOL = ("resolution", "au_pro_fpr_limit")
 
 
 @dataclass
@@ -157,15 +161,15 @@ def _final_artifacts(cell: CellRun, folder: Path, keep_checkpoint: bool) -> None
         shutil.copy2(best, folder / best.name)
 
 
-def _test(cell: CellRun) -> dict[str, float]:
+def _test(cell: CellRun) -> tuple[dict[str, float], dict[str, str]]:
     """The selected checkpoint on the test split: test metrics, and the selected epoch's
     validation metrics (schedulers and searchers expect the objective in every result, and the
-    record keeps what the selection was based on)."""
+    record keeps what the selection was based on); and how the test measured them."""
     metrics = evaluate(cell.run.path("best"), out_dir=cell.out_dir, device=cell.config.train.device)
     final = {**metrics["selection_metrics"], **{key: metrics[key] for key in TEST_METRICS}}
     final.update({k: v for k, v in metrics.items() if k.startswith("gap_")})
     final["inference_seconds"] = metrics["inference_seconds"]
-    return final
+    return final, {key: str(metrics[key]) for key in TEST_PROTOCOL}
 
 
 def run_cell(params: dict[str, Any], context: TrialContext) -> None:
@@ -192,7 +196,9 @@ def _run_cell(params: dict[str, Any], context: TrialContext) -> None:
         for one in spec.members()
     ]
     _train(cells, context.checkpoint_every)
-    final = combine({cell.category: _test(cell) for cell in cells})
+    tested = {cell.category: _test(cell) for cell in cells}
+    final = combine({category: metrics for category, (metrics, _) in tested.items()})
+    protocol = next(iter(tested.values()))[1]  # one config: every cell tests alike
     last_epoch = max(cell.run.history[-1]["epoch"] for cell in cells)
     with tempfile.TemporaryDirectory() as folder:
         for cell in cells:
@@ -200,6 +206,6 @@ def _run_cell(params: dict[str, Any], context: TrialContext) -> None:
             target = Path(folder) / (cell.category if len(cells) > 1 else "")
             _final_artifacts(cell, target, context.keep_checkpoint)
         tune.report(
-            {"epoch": last_epoch, "final": True, METRICS: final},
+            {"epoch": last_epoch, "final": True, METRICS: final, PROTOCOL: protocol},
             checkpoint=tune.Checkpoint.from_directory(folder),
         )
