@@ -468,3 +468,15 @@ def test_a_study_dry_run_reads_each_layout(datasets, ablation_study, capsys, lay
     assert code == 0 and "1 cells: 1 variants x 1 categories x 1 seeds" in output, output
     assert f"full model / {category} / seed 0" in output
     assert not data_fingerprint(str(root), category).startswith("unreadable")
+
+
+def test_mvtec_ad2_validation_images_are_part_of_a_cells_data(datasets, tmp_path):
+    """They choose the tested epoch: a changed validation image changes the cell's data
+    fingerprint (and with it the cell key)."""
+    root = tmp_path / "ad2"
+    shutil.copytree(datasets["mvtec_ad2"], root)
+    before = data_fingerprint(str(root), "can")
+    validation = sorted((root / "can" / "validation" / "good").iterdir())
+    shutil.copyfile(validation[1], validation[0])
+    data_fingerprint.cache_clear()
+    assert data_fingerprint(str(root), "can") != before
