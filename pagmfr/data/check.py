@@ -230,8 +230,9 @@ def _check_counts(layout: Layout, split: str, scan: SplitScan) -> None:
     can be computed on."""
     labels = Counter(s.label for s in scan.samples)
     count, folder = len(scan.samples), scan.folder
-    if split == "train" and 0 < count < _training_minimum(layout):
-        scan.problems.append(Problem(folder, _too_few_training(layout, count)))
+    too_few = _too_few_training(layout, count) if split == "train" and count else None
+    if too_few:
+        scan.problems.append(Problem(folder, too_few))
     if split == layout.validation_split and 0 < count < MIN_VALIDATION_IMAGES:
         scan.problems.append(
             Problem(
@@ -251,20 +252,21 @@ def _check_counts(layout: Layout, split: str, scan: SplitScan) -> None:
                 )
 
 
-def _training_minimum(layout: Layout) -> int:
-    """The fewest training images, as the default ``data.validation_images=auto`` reads the
-    layout (the check sees no config): all of them train where the layout has a validation
-    split of its own, else :data:`MIN_VALIDATION_IMAGES` are held out. A run that asks for
-    ``from_train`` is refused by :func:`pagmfr.data.pipeline.validation_count` instead."""
-    return MIN_FIT_IMAGES if layout.validation_split else MIN_TRAIN_IMAGES
-
-
-def _too_few_training(layout: Layout, count: int) -> str:
+def _too_few_training(layout: Layout, count: int) -> str | None:
+    """Why ``count`` training images are too few, or None. The check sees no config, so it
+    reads the layout as the default ``data.validation_images=auto`` does: every image trains
+    where the layout has a validation split of its own, else :data:`MIN_VALIDATION_IMAGES`
+    are held out. A run that asks for ``from_train`` is refused by
+    :func:`pagmfr.data.pipeline.validation_count` instead."""
     if layout.validation_split:
+        if count >= MIN_FIT_IMAGES:
+            return None
         return (
             f"only {count} training image(s); training needs at least {MIN_FIT_IMAGES} "
             f"(validation uses {layout.validation_split}/{GOOD}: none is held out)"
         )
+    if count >= MIN_TRAIN_IMAGES:
+        return None
     return (
         f"only {count} training image(s); training holds out a validation "
         f"set of {MIN_VALIDATION_IMAGES} and needs at least {MIN_TRAIN_IMAGES}"
