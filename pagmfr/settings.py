@@ -20,7 +20,7 @@ Path = tuple[str, ...]  # attribute path from a settings object to one value
 
 
 def stages_check(name: str, layers: tuple[int, ...]) -> Check:
-    """ResNet stages: a non-empty increasing subset of 1-4."""
+    """Backbone stages (at strides 4, 8, 16, 32): a non-empty increasing subset of 1-4."""
     layers = list(layers)
     increasing = bool(layers) and set(layers) <= {1, 2, 3, 4} and layers == sorted(set(layers))
     return name, increasing, "must be increasing stages from 1-4, e.g. 1,2,3"

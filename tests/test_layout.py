@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from pagmfr.config import Config
-from pagmfr.models import PAGMFR, RGPKD, PAGMFRSettings, PatchCore, PatchCoreSettings, RGPKDSettings
-from pagmfr.models.backbone import ResNetFeatures
+from pagmfr.models import (
+    PAGMFR,
+    RGPKD,
+    PAGMFRSettings,
+    PatchCore,
+    PatchCoreSettings,
+    ResNetFeatures,
+    RGPKDSettings,
+)
 from pagmfr.registry import available_methods, register_model
 from pagmfr.scoring import ScoringSettings
 from pagmfr.settings import setting

@@ -7,10 +7,11 @@ import torchvision
 from conftest import tiered
 from skimage.color import rgb2lab
 
+from pagmfr.backbones import BACKBONES
 from pagmfr.config import Config
+from pagmfr.engine import model_from_checkpoint
 from pagmfr.losses import lab_difference_map, ssim_map
-from pagmfr.models import build_model
-from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
+from pagmfr.models import ResNetFeatures, build_model, load_backbone_weights
 from pagmfr.models.common import MapStats, smooth_and_score
 from pagmfr.scoring import ScoringSettings
 from pagmfr.study.presets import QUICK_TRAINING
@@ -44,8 +45,17 @@ def _branch_maps(model, images):
     return output, maps
 
 
+def _prepared(model, images):
+    """``model`` as the engine leaves it before the first epoch: prepared, then calibrated."""
+    model.prepare([images])
+    model.eval()
+    with torch.no_grad():
+        model.calibrate([images])
+    return model
+
+
 def _check_step(model, config):
-    model.prepare([_batch(seed=5)["image"]])  # the patch memory, from other "training" images
+    _prepared(model, _batch(seed=5)["image"])  # the patch memory, from other "training" images
     model.train()
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     loss, parts = model.training_loss(_batch())
@@ -99,23 +109,26 @@ def test_every_switch_combination_trains(layers, fusion, branches):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", ["resnet34", "resnet50", "wide_resnet50_2"])
+@pytest.mark.parametrize(
+    "backbone",
+    ["efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet50", "wide_resnet50_2"],
+)
 def test_every_backbone_trains(backbone):
-    config = _config(**{"backbone.name": backbone, "backbone.layers": "2,3"})
+    """The ResNets with random weights: torchvision's are not on a machine without internet
+    access, and tests never download."""
+    weights = "imagenet" if backbone.startswith("efficientnet") else "none"
+    config = _config(
+        **{"backbone.name": backbone, "backbone.layers": "2,3", "backbone.weights": weights}
+    )
     model = build_model(config)
-    assert model.backbone.channels == ([128, 256] if backbone == "resnet34" else [512, 1024])
+    assert model.backbone.channels == list(BACKBONES[backbone].channels[1:3])
     _check_step(model, config)
 
 
 @pytest.mark.parametrize("map_norm", ["global", "pixel"])
 def test_without_pseudo_anomalies_the_map_is_the_mean_of_normalised_branch_maps(map_norm):
     config = _config(
-        **{
-            "generator.strategy": "none",
-            "anomaly.smoothing_sigma": 0,
-            "anomaly.map_norm": map_norm,
-            "anomaly.map_stats": "all",  # every sample of _batch() carries a mask
-        }
+        **{"generator.strategy": "none", "anomaly.smoothing_sigma": 0, "anomaly.map_norm": map_norm}
     )
     model = build_model(config)
     parts = _check_step(model, config)
@@ -126,7 +139,7 @@ def test_without_pseudo_anomalies_the_map_is_the_mean_of_normalised_branch_maps(
     with torch.no_grad():
         output, maps = _branch_maps(model, images)
         assert calculator.stats.per_pixel == (map_norm == "pixel")
-        assert calculator.stats.updates > 0  # statistics were learned from training images
+        assert int(calculator.stats.updates) == 2  # fitted on the two "training" images
         std = (calculator.stats.square - calculator.stats.mean.pow(2)).sqrt()
         assert std.ne(1).all()
         normalised = calculator.normalise(maps)
@@ -140,7 +153,8 @@ def test_without_pseudo_anomalies_the_map_is_the_mean_of_normalised_branch_maps(
     "switches",
     [
         {"anomaly.knn": "true"},
-        {"anomaly.map_norm": "pixel", "anomaly.map_stats": "normal"},
+        {"anomaly.map_norm": "pixel"},
+        {"anomaly.head_init": "mean"},
         {"anomaly.map_output": "logits"},
         {"anomaly.head_form": "residual"},
         {"anomaly.head_form": "linear"},
@@ -162,39 +176,42 @@ def test_every_quality_switch_trains_and_predicts(switches):
 
 @pytest.mark.parametrize("fusion", ["head+knn", "head"])
 def test_the_map_keeps_the_patch_memorys_distances_beside_the_head(fusion):
-    """head+knn: the map is the head's output plus the memory's distances, each z-scored with
-    its mean and std on the normal training samples; head: the head's output alone."""
-    # One normal sample's per-pixel statistics would z-score its own maps to 0: global ones
-    config = _config(
-        **{
-            "anomaly.smoothing_sigma": 0,
-            "anomaly.map_fusion": fusion,
-            "anomaly.map_norm": "global",
-        }
-    )
-    model = build_model(config)
-    model.prepare([_batch(seed=5)["image"]])
-    batch = _batch()
-    batch["mask"][1] = 0  # the second sample stays normal: the statistics learn from it
-    batch["pseudo"][1] = batch["image"][1]
-    model.train()
-    model.training_loss(batch)
-    model.eval()
+    """head+knn: the map is the head's output plus the memory's z-scored distances; head: the
+    head's output alone. The focal loss sees the head's output either way."""
+    config = _config(**{"anomaly.smoothing_sigma": 0, "anomaly.map_fusion": fusion})
+    model = _prepared(build_model(config), _batch(seed=5)["image"])
     images = _batch(seed=3)["image"]
     with torch.no_grad():
         output, maps = _branch_maps(model, images)
-        calculator = model.calculator
-        head = calculator(maps, None)
-    if fusion == "head":
-        assert calculator.fusion_stats is None
-        torch.testing.assert_close(output.anomaly_map, head)
-        return
-    stats = calculator.fusion_stats
-    assert int(stats.updates) == 1
-    mean, std = stats.mean.view(2), (stats.square - stats.mean.pow(2)).sqrt().view(2)
-    expected = (head - mean[0]) / std[0] + (maps[:, -1:] - mean[1]) / std[1]
+        head, normalised = model.calculator(maps, None)
+    torch.testing.assert_close(output.logits, head)
+    expected = head + normalised[:, -1:] if fusion == "head+knn" else head
     torch.testing.assert_close(output.anomaly_map, expected)
-    torch.testing.assert_close(output.logits, head)  # the focal loss still sees the head alone
+
+
+def test_the_untrained_head_is_the_evidence_and_map_statistics_hold_still_in_training():
+    """head_init=evidence: before training the head's output is the patch memory's z-scored
+    distances. The statistics are fitted on the clean training images (calibrate), each
+    image's evidence leaving its own patches out, and no training step moves them."""
+    model = _prepared(
+        build_model(_config(**{"anomaly.smoothing_sigma": 0})), _batch(seed=5)["image"]
+    )
+    stats = model.calculator.stats
+    train = _batch(seed=5)["image"]
+    with torch.no_grad():
+        features = model.backbone(train)
+        reconstructed, reconstruction = model.reconstruction(features, train.shape[-2:])
+        own = model.knn_map(features, torch.arange(2))
+        maps = model.calculator.branch_maps(train, reconstruction, features, reconstructed, own)
+    torch.testing.assert_close(stats.mean.flatten(), maps.mean(dim=(0, 2, 3)))
+    with torch.no_grad():
+        output, maps = _branch_maps(model, _batch(seed=3)["image"])
+    bias = model.calculator.linear.bias.view(1, 1, 1, 1)  # the prior of a rare defect
+    torch.testing.assert_close(output.logits - bias, model.calculator.normalise(maps)[:, -1:])
+    before = {k: v.clone() for k, v in stats.state_dict().items()}
+    model.train()
+    model.training_loss(_batch())[0].backward()
+    assert all(torch.equal(v, before[k]) for k, v in stats.state_dict().items())
 
 
 def test_the_patch_memory_leaves_a_training_image_out_of_its_own_score(tmp_path):
@@ -229,7 +246,7 @@ def test_a_patch_memory_branch_needs_its_layers_in_the_backbone():
 def test_map_statistics_fit_every_image_exactly_whatever_the_batches(size):
     maps = torch.rand(7, 2, 4, 4, generator=torch.Generator().manual_seed(0)) * 3 + 1
     stats = MapStats(2, size)
-    stats.update(torch.zeros(2, 2, 4, 4))  # what came before is replaced, not blended
+    stats.fit([torch.zeros(2, 2, 4, 4)])  # what came before is replaced, not blended
     stats.fit([maps[:5], maps[5:]])  # unequal batches weigh by image
     dims = (0,) if size else (0, 2, 3)
     mean, std = maps.mean(dim=dims), maps.std(dim=dims, unbiased=False)
@@ -308,3 +325,15 @@ def test_ssim_map_is_one_for_identical_images_and_lower_otherwise():
     image = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(ssim_map(image, image), torch.ones(1, 1, 32, 32))
     assert ssim_map(image, torch.rand(1, 3, 32, 32)).mean() < 0.2
+
+
+def test_a_checkpoint_of_the_earlier_map_is_refused_saying_to_retrain():
+    """PAGMFR's map z-scored its head's output with statistics gathered during training
+    (``calculator.fusion_stats``) until the map statistics moved to ``calibrate``: such a
+    checkpoint's map cannot be made again, and loading it says so."""
+    config = _config()
+    state = build_model(config).state_dict()
+    state["calculator.fusion_stats.mean"] = torch.zeros(2, 1, 1)
+    saved = {**config.to_flat(), "anomaly.map_stats": "normal"}  # a retired key still loads
+    with pytest.raises(ValueError, match=r"^old.pt: .* trained by PAGMFR before .* retrain it"):
+        model_from_checkpoint({"model": state, "config": saved}, source="old.pt")

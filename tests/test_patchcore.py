@@ -9,7 +9,7 @@ from pagmfr.config import Config
 from pagmfr.data import MVTecAD, make_synthetic_dataset
 from pagmfr.engine import load_checkpoint
 from pagmfr.metrics import image_auroc, pixel_auroc
-from pagmfr.models.backbone import ResNetFeatures
+from pagmfr.models import ResNetFeatures
 from pagmfr.models.coreset import _kernel, greedy_coreset, random_projection, start_index
 from pagmfr.models.patchcore import (
     PatchCore,
@@ -230,6 +230,6 @@ def test_patchcore_through_the_engine_is_fitted_once_and_its_checkpoint_holds_th
     assert [h["epoch"] for h in metrics["history"]] == [0]  # training-free: one pass
     assert "val_au_pro" in metrics["history"][0] and "loss" not in metrics["history"][0]
     best = load_checkpoint(tmp_path / "checkpoints" / "patchcore_brick_best.pt")
-    assert best["model"]["memory_bank"].shape[1] == 128 + 256
+    assert best["model"]["memory_bank"].shape[1] == 40 + 112  # EfficientNet-Lite0's stages 2, 3
     again = pagmfr.evaluate(tmp_path / "checkpoints" / "patchcore_brick_best.pt")
     assert again["image_auroc"] == metrics["image_auroc"] > 0.6

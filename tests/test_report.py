@@ -448,7 +448,8 @@ def test_report_over_stand_alone_training_folders(tmp_path, quick_train_args):
     tested = "best val_au_pro on validation anomalies: defects"  # the default
     assert table.protocol.setting("tested epoch").values == {"": {tested: 1}}
     # metrics.json's config and resolution ("64px"), as the protocol line reads them
-    assert "image size: 64 px; backbone/weights: resnet18/none; epochs: 1;" in table.protocol.text
+    protocol = "image size: 64 px; backbone/weights: efficientnet_lite0/imagenet; epochs: 1;"
+    assert protocol in table.protocol.text
     assert "metrics at: model resolution" in table.protocol.text
     assert table.variants == ["pagmfr"] and [r.label for r in table.rows][0] == "gravel"
     metrics = pd.read_json(run / "metrics.json", typ="series")

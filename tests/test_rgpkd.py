@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import tiered
 
+from pagmfr.backbones import BACKBONES
 from pagmfr.cli import main
 from pagmfr.config import Config
 from pagmfr.engine import (
@@ -67,7 +68,7 @@ def test_every_switch_trains_and_the_teacher_stays_frozen(student, prompts, reco
     with torch.no_grad():
         anomaly_map, score = model.predict(_images(9))
     assert anomaly_map.shape == (4, 1, SIZE, SIZE) and score.shape == (4,)
-    assert torch.isfinite(anomaly_map).all()  # z-scores per pixel (rgpkd.map_norm): any sign
+    assert torch.isfinite(anomaly_map).all()  # z-scores (rgpkd.map_norm): any sign
 
 
 def test_the_student_differs_from_the_teacher_by_design():
@@ -95,9 +96,8 @@ def test_the_symmetric_student_decodes_from_its_bottleneck_code(bottleneck):
 
 
 def test_bank_respects_its_size_and_memory_bounds():
-    per_entry = (
-        64 * 16 * 16 + 128 * 8 * 8 + 256 * 4 * 4
-    ) * 2  # float16 bytes, resnet18 layers 1-3 at 64 px
+    channels = BACKBONES["efficientnet_lite0"].channels  # the default backbone, layers 1-3
+    per_entry = (channels[0] * 16 * 16 + channels[1] * 8 * 8 + channels[2] * 4 * 4) * 2  # float16
     model = build_model(_config(**{"rgpkd.bank_max_mb": 3.5 * per_entry / 2**20}))
     model.prepare([_images(0, 8), _images(1, 8)])
     assert model.bank.size == 3
@@ -194,8 +194,9 @@ def test_rgpkd_warms_up_then_decays_linearly_by_default():
 
 
 @pytest.mark.slow
-def test_calibration_z_scores_the_clean_training_images_under_the_current_student():
-    config = _config(**{"data.category": "coins"})
+@pytest.mark.parametrize("norm", ["pixel", "global"])
+def test_calibration_z_scores_the_clean_training_images_under_the_current_student(norm):
+    config = _config(**{"data.category": "coins", "rgpkd.map_norm": norm})
     setup = prepare_training(config)
     model = build_model(config)
     model.prepare(setup.clean_batches(8))
@@ -206,9 +207,10 @@ def test_calibration_z_scores_the_clean_training_images_under_the_current_studen
         own = torch.arange(images.shape[0])  # as training, no image retrieves its own prompt
         teacher, student, _ = model(images, own)
         z = model.stats.normalise(model.scale_maps(teacher, student, images.shape[-2:]))
-    # per scale and pixel: mean 0 and (floored) std at most 1 over the training images
-    assert z.mean(dim=0).abs().max() < 1e-2
-    assert z.std(dim=0, unbiased=False).max() < 1.01  # float32 E[x²] - E[x]²
+    # per scale (and pixel): mean 0 and (floored) std at most 1 over the training images
+    dims = (0,) if norm == "pixel" else (0, 2, 3)
+    assert z.mean(dim=dims).abs().max() < 1e-2
+    assert z.std(dim=dims, unbiased=False).max() < 1.01  # float32 E[x²] - E[x]²
     batch = {"image": images[:8], "index": own[:8]}
     before = model.stats.mean.clone()
     model.train()
@@ -227,11 +229,11 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_student(tmp_path
     maps, scores = infer(untrained, [setup.images], torch.device("cpu"))
     before = anomaly_metrics(maps, setup.masks, scores, setup.labels)
     result = fit(config, tmp_path, callbacks=())
-    assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
-    # the untrained student's calibrated map is below chance here (pixel AUROC 0.43, AU-PRO
-    # 0.08); six epochs at 64 px lift it to 0.55 and 0.14
-    assert result.best_metrics["val_pixel_auroc"] > before["pixel_auroc"] + 0.08
-    assert result.best_metrics["val_au_pro"] > before["au_pro"] + 0.03
+    assert result.history[-1]["loss"] < 0.7 * result.history[0]["loss"]
+    # with ImageNet EfficientNet-Lite0 at 64 px the untrained student's calibrated map is
+    # near chance (pixel AUROC 0.59, AU-PRO 0.15); six epochs lift it to 0.63 and 0.25
+    assert result.best_metrics["val_pixel_auroc"] > before["pixel_auroc"] + 0.03
+    assert result.best_metrics["val_au_pro"] > before["au_pro"] + 0.05
     assert load_checkpoint(result.best_checkpoint)["model"]["bank.keys"].shape[0] > 0
 
 

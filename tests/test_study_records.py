@@ -57,9 +57,15 @@ def test_the_cell_key_pins_config_data_and_code():
     assert cell_key(config, "data", "code-a") != cell_key(config, "data", "code-b")
     assert config_key(config, "data") == config_key(config, "data")
     assert config_key(config, "data") != config_key(config, "other data")
-    # Where the data lives, loader workers, the device and its determinism change no result.
+    # Where the data lives, loader workers, the device, its determinism and the feature cache
+    # (the same features, up to float rounding) change no result.
     moved = config.with_overrides(
-        {"data.root": "/elsewhere", "data.num_workers": 8, "train.deterministic": True}
+        {
+            "data.root": "/elsewhere",
+            "data.num_workers": 8,
+            "train.deterministic": True,
+            "train.feature_cache_mb": 0,
+        }
     )
     assert cell_key(moved, "data", "code-a") == cell_key(config, "data", "code-a")
     fingerprints = {method_code_fingerprint(m) for m in ("pagmfr", "rgpkd", "patchcore")}

@@ -97,7 +97,7 @@ def check_resumable(checkpoint: dict[str, Any], config: Config, path: Path) -> N
     # Through the config, so keys added since (a newly registered method) read as defaults.
     saved = checkpoint_config(checkpoint, path).to_flat(own_method_only=True)
     current = config.to_flat(own_method_only=True)
-    for key in ("train.epochs",):
+    for key in ("train.epochs", "train.feature_cache_mb"):  # neither changes what was trained
         saved.pop(key, None)
         current.pop(key, None)
     differing = sorted(k for k in current if saved.get(k) != current[k])

@@ -41,6 +41,7 @@ from pagmfr.engine.runtime import (
 from pagmfr.files import copy_atomically, require_output_folder
 from pagmfr.logs import log
 from pagmfr.models import AnomalyMethod, build_model
+from pagmfr.models.feature_cache import FeatureCache
 from pagmfr.provenance import code_version
 
 
@@ -106,6 +107,8 @@ class TrainingRun:
         log(f"validation images: {self.setup.validation_images}")
         self.prefix = "test_" if config.validation.on_test else "val_"
         self.model = build_model(config).to(self.device)
+        if self.model.trains and config.train.feature_cache_mb > 0:
+            self.model.feature_cache = FeatureCache(config.train.feature_cache_mb)
         if self.device.type == "cuda" and config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.epochs = config.train.epochs if self.model.trains else 1
@@ -134,6 +137,7 @@ class TrainingRun:
         last = Path(folder) / checkpoint_name(self.config, "last") if folder else None
         if last is None or not last.is_file():
             self.model.prepare(self.setup.clean_batches(self.config.train.batch_size))
+            self.calibrate()
             return
         state = load_checkpoint(last, needs=RESUME_KEYS, fix=START_OVER)
         check_resumable(state, self.config, last)
@@ -142,6 +146,10 @@ class TrainingRun:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         self.start_epoch = state["epoch"] + 1
+        with torch.no_grad():  # the features the uninterrupted run cached in prepare()
+            self.model.cache_training_features(
+                self.setup.clean_batches(self.config.train.batch_size)
+            )
         self.history, self.best = list(state["history"]), dict(state["best"])
         best = last.with_name(checkpoint_name(self.config, "best"))
         if best.is_file() and best != self.path("best"):
@@ -191,6 +199,13 @@ class TrainingRun:
         self.scheduler.step()
         return metrics
 
+    def calibrate(self) -> None:
+        """The method's refit on the clean training images (``AnomalyMethod.calibrate``), in
+        eval mode without gradients: before the first epoch and before every validation."""
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.config.train.amp):
+            self.model.calibrate(self.setup.clean_batches(self.config.train.batch_size))
+
     @staticmethod
     def _check_finite(loss: torch.Tensor, parts: dict, epoch: int, step: int) -> None:
         if torch.isfinite(loss):
@@ -217,9 +232,7 @@ class TrainingRun:
         train = self.config.train
         if (epoch + 1) % train.eval_every and epoch + 1 != self.epochs:
             return {}, False
-        self.model.eval()
-        with torch.no_grad(), autocast(self.device, train.amp):
-            self.model.calibrate(self.setup.clean_batches(train.batch_size))
+        self.calibrate()
         images = batches(self.setup.images, train.batch_size)
         maps, scores = infer(self.model, images, self.device, train.amp)
         self._check_finite_outputs(maps, scores, epoch)

@@ -1,118 +1,143 @@
-"""Frozen torchvision ResNets that return the features of chosen stages.
+"""The frozen-backbone contract every method encodes images with, and its weights.
 
-The module is pure: weights are loaded by :func:`load_backbone_weights` (called from
-``build_model``), never downloaded inside the module.
+A backbone returns the features of ``layers`` (1-4: the stages at strides 4, 8, 16 and 32) for
+images in [0, 1], normalising them as its weights expect. It is frozen and always in eval mode
+(its batch-norm statistics never move). Modules are pure: weights are loaded by
+:func:`load_backbone_weights` (called from ``build_model``), never downloaded inside a module.
+Each family lives in its own file (:mod:`pagmfr.models.resnet`,
+:mod:`pagmfr.models.efficientnet_lite`); :func:`build_backbone` builds any of them by name.
 """
 
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-import torchvision
 from torch import nn
 
+from pagmfr.backbones import BACKBONES, STAGE_STRIDES, BackboneInfo, backbone_info
 from pagmfr.files import load_tensor_file
 
-STAGE_CHANNELS = {
-    "resnet18": (64, 128, 256, 512),
-    "resnet34": (64, 128, 256, 512),
-    "resnet50": (256, 512, 1024, 2048),
-    "wide_resnet50_2": (256, 512, 1024, 2048),
-}
-STAGE_STRIDES = (4, 8, 16, 32)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Offending keys an error shows.
+_SHOWN_KEYS = 3
 
 
-class ResNetFeatures(nn.Module):
-    """A frozen ResNet (eval mode always: its batch-norm statistics never move) returning the
-    features of ``layers`` (1-4) for images in [0, 1]; ImageNet normalisation happens here."""
+class FrozenBackbone(nn.Module):
+    """Base of every backbone: ``net`` (the family's network, stages past the deepest used one
+    removed), the input normalisation of ``name``'s weights, ``channels`` and ``strides`` of
+    the used stages. A family implements :meth:`stage_features` and the class methods that
+    describe its state dicts."""
 
-    def __init__(self, name: str, layers: tuple[int, ...] = (1, 2, 3)):
+    #: Keys a state dict may lack: the classifier (a feature extractor saved without its head,
+    #: never used here) and batch-norm step counts (absent from older files, never used here).
+    optional_keys: ClassVar[re.Pattern[str]] = re.compile(r"num_batches_tracked$")
+    #: The ``BackboneInfo.family`` this class builds.
+    family: ClassVar[str] = ""
+
+    def __init__(self, name: str, layers: tuple[int, ...]):
         super().__init__()
-        if name not in STAGE_CHANNELS:
-            raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(STAGE_CHANNELS)}")
+        self.info: BackboneInfo = backbone_info(name)
+        if self.info.family != self.family:
+            raise ValueError(f"{name} is not a {self.family} backbone: use build_backbone")
         self.name = name
         self.layers = tuple(layers)
-        self.net = getattr(torchvision.models, name)(weights=None)
-        self.net.fc = nn.Identity()
-        for stage in range(max(self.layers) + 1, 5):  # stages past the deepest used one never run
-            setattr(self.net, f"layer{stage}", nn.Identity())
-        self.register_buffer(
-            "mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(self.info.mean).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(self.info.std).view(1, 3, 1, 1), False)
+        self.net = self.full_network(name)
+
+    def freeze(self) -> None:
+        """No gradients, eval mode: called by each family once ``net`` is built."""
         self.requires_grad_(False)
         self.eval()
 
     @property
     def channels(self) -> list[int]:
         """Channels of each used stage."""
-        return [STAGE_CHANNELS[self.name][layer - 1] for layer in self.layers]
+        return [self.info.channels[layer - 1] for layer in self.layers]
 
     @property
     def strides(self) -> list[int]:
         """Stride of each used stage relative to the input."""
         return [STAGE_STRIDES[layer - 1] for layer in self.layers]
 
-    def train(self, mode: bool = True) -> ResNetFeatures:
+    def train(self, mode: bool = True) -> FrozenBackbone:
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        net = self.net
-        x = (images - self.mean) / self.std
-        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
-        features = []
-        for stage in range(1, max(self.layers) + 1):
-            x = getattr(net, f"layer{stage}")(x)
-            if stage in self.layers:
-                features.append(x)
-        return features
+        """The used stages' features of ``images`` (B, 3, H, W) in [0, 1]."""
+        return self.stage_features((images - self.mean) / self.std)
+
+    def stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The used stages' features of normalised images."""
+        raise NotImplementedError
+
+    # ---- what a family's state dicts look like ----
+
+    @classmethod
+    def full_network(cls, name: str) -> nn.Module:
+        """``name``'s whole network with random weights (on the meta device when asked)."""
+        raise NotImplementedError
+
+    @classmethod
+    def unused_key(cls, key: str, deepest: int) -> bool:
+        """A key of a stage deeper than ``deepest``: a backbone that stops there has no use
+        for it (the family removes such stages, and a state dict saved from one lacks them)."""
+        raise NotImplementedError
+
+    @classmethod
+    def adopt_names(cls, state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+        """``state`` under this family's key names (e.g. another implementation's names
+        mapped in order). Default: as it is."""
+        return state
+
+    def imagenet_state(self) -> tuple[dict[str, torch.Tensor], str]:
+        """The ImageNet weights of ``name`` and where they came from, in words."""
+        raise NotImplementedError
 
 
-def prefetch_hint(name: str) -> str:
-    """How to bring torchvision's weights to a machine without internet access."""
-    return (
-        f'pre-fetch them on a machine with internet access: python -c "import torchvision; '
-        f"torchvision.models.{name}(weights='DEFAULT')\" (saved under $TORCH_HOME/hub/checkpoints, "
-        "default ~/.cache/torch) and copy that folder here, or pass a state-dict file as the "
-        "weights spec, or 'none' for random weights"
-    )
+def _family(name: str) -> type[FrozenBackbone]:
+    """The class that builds ``name``'s family, imported when first needed (the Lite family
+    imports timm, which is slow to import)."""
+    if backbone_info(name).family == "resnet":
+        from pagmfr.models.resnet import ResNetFeatures
+
+        return ResNetFeatures
+    from pagmfr.models.efficientnet_lite import EfficientNetLiteFeatures
+
+    return EfficientNetLiteFeatures
 
 
-#: Keys a state dict may lack: the classifier (a feature extractor saved without its head,
-#: never used here) and batch-norm step counts (absent from older files, never used here).
-_OPTIONAL_KEYS = re.compile(r"^fc\.|num_batches_tracked$")
-#: Offending keys an error shows.
-_SHOWN_KEYS = 3
+def build_backbone(name: str, layers: tuple[int, ...]) -> FrozenBackbone:
+    """The frozen backbone ``name`` (any of :data:`pagmfr.backbones.BACKBONES`) returning the
+    features of ``layers``, with random weights: :func:`load_backbone_weights` loads them."""
+    return _family(name)(name, layers)
 
 
+@cache
 def architecture_shapes(name: str) -> dict[str, torch.Size]:
-    """Every key of torchvision's ``name`` and its tensor's shape, from a model built on the
-    meta device: no memory, no initialisation cost."""
+    """Every key of ``name``'s whole network and its tensor's shape, from a model built on the
+    meta device: no memory, no initialisation cost (and once per process). Read only."""
     with torch.device("meta"):
-        net = getattr(torchvision.models, name)(weights=None)
+        net = _family(name).full_network(name)
     return {key: value.shape for key, value in net.state_dict().items()}
-
-
-def _unused_stage(key: str, deepest: int) -> bool:
-    """A key of a stage deeper than ``deepest``: a backbone that stops there has no use for
-    it (``ResNetFeatures`` replaces such stages, and a state dict saved from one lacks them)."""
-    return any(key.startswith(f"layer{stage}.") for stage in range(deepest + 1, 5))
 
 
 def architecture_mismatch(state: dict[str, torch.Tensor], name: str, deepest: int = 4) -> list[str]:
     """Why ``state`` is not a state dict of ``name`` used up to stage ``deepest``: its missing,
     unexpected and reshaped keys, a few of each named (empty: it fits).
-    ``load_state_dict(strict=False)`` would accept another ResNet's weights where the keys it
+    ``load_state_dict(strict=False)`` would accept another backbone's weights where the keys it
     knows fit, and train on a mixed network."""
+    family = _family(name)
     expected = architecture_shapes(name)
     missing = [
         k
         for k in expected
-        if k not in state and not _OPTIONAL_KEYS.search(k) and not _unused_stage(k, deepest)
+        if k not in state
+        and not family.optional_keys.search(k)
+        and not family.unused_key(k, deepest)
     ]
     unexpected = [k for k in state if k not in expected]
     reshaped = [
@@ -133,10 +158,14 @@ def architecture_mismatch(state: dict[str, torch.Tensor], name: str, deepest: in
     ]
 
 
-def _fitting_architecture(state: dict[str, torch.Tensor]) -> str | None:
-    """The backbone ``state`` is a state dict of (None: none of them): what to set
-    backbone.name to."""
-    return next((name for name in STAGE_CHANNELS if not architecture_mismatch(state, name)), None)
+def _fitting_architecture(state: dict[str, torch.Tensor], family: str) -> str | None:
+    """The backbone of ``family`` that ``state`` is a state dict of (None: none of them):
+    what to set backbone.name to."""
+    names = [name for name, info in BACKBONES.items() if info.family == family]
+    return next(
+        (n for n in names if not architecture_mismatch(_family(n).adopt_names(state, n), n)),
+        None,
+    )
 
 
 def check_backbone_state(
@@ -147,12 +176,11 @@ def check_backbone_state(
     message about the learning rate, far from its cause."""
     mismatch = architecture_mismatch(state, name, deepest)
     if mismatch:
-        fits = _fitting_architecture(state)
+        fits = _fitting_architecture(state, backbone_info(name).family)
         fix = (
             f"they are {fits} weights: set backbone.name to {fits} (--backbone {fits})"
             if fits
-            else f"use a state dict saved from torchvision's {name} "
-            "(torch.save(model.state_dict(), path))"
+            else f"use a state dict saved from {name} (torch.save(model.state_dict(), path))"
         )
         raise ValueError(
             f"{source}: these weights do not fit {name} (backbone.name): "
@@ -187,27 +215,16 @@ def _state_from_file(spec: str) -> tuple[dict[str, torch.Tensor], str]:
     return state, str(path)
 
 
-def _imagenet_state(name: str) -> tuple[dict[str, torch.Tensor], str]:
-    """torchvision's ImageNet weights of ``name`` (cached in TORCH_HOME), and their name."""
-    weights = torchvision.models.get_model_weights(name).DEFAULT
-    try:
-        state = weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as err:  # URLError, timeouts, hash mismatch: all mean "not available"
-        raise RuntimeError(
-            f"ImageNet weights for {name} are not available ({type(err).__name__}: "
-            f"{err}); {prefetch_hint(name)}"
-        ) from err
-    return state, f"torchvision's ImageNet weights for {name}"
-
-
-def load_backbone_weights(backbone: ResNetFeatures, spec: str) -> None:
-    """Load ``spec`` into ``backbone``: "imagenet" (torchvision's weight enum, cached in
-    TORCH_HOME), "none" (keep random weights), or a path to a state dict of the backbone's
+def load_backbone_weights(backbone: FrozenBackbone, spec: str) -> None:
+    """Load ``spec`` into ``backbone``: "imagenet" (the backbone's own ImageNet weights:
+    packaged with pagmfr or an extra for EfficientNet-Lite, torchvision's cache for the
+    ResNets), "none" (keep random weights), or a path to a state dict of the backbone's
     architecture (``module.`` prefixes and a missing classifier are fine)."""
     if spec == "none":
         return
-    state, source = _imagenet_state(backbone.name) if spec == "imagenet" else _state_from_file(spec)
+    state, source = backbone.imagenet_state() if spec == "imagenet" else _state_from_file(spec)
     state = {key.removeprefix("module."): value for key, value in state.items()}
+    state = type(backbone).adopt_names(state, backbone.name)
     check_backbone_state(state, backbone.name, source, max(backbone.layers))
     # Unused stages and the classifier have no parameters here: their keys are left out.
     backbone.net.load_state_dict(state, strict=False)

@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pagmfr.models.feature_cache import FeatureCache
+
 #: Anomaly maps (B, 1, H, W) at input resolution, and image scores (B,): higher is more
 #: anomalous. Maps need not lie in [0, 1]; metrics only rank them.
 Prediction = tuple[torch.Tensor, torch.Tensor]
@@ -41,6 +43,9 @@ class AnomalyMethod(nn.Module):
     uses_pseudo_anomalies: ClassVar[bool] = False
     #: False for training-free methods: fit runs :meth:`prepare`, validates once and stops.
     trains: ClassVar[bool] = True
+    #: What the frozen backbone computed for the unaltered training images, given by the
+    #: engine to a training run (``train.feature_cache_mb``); None: compute everything.
+    feature_cache: FeatureCache | None = None
 
     @staticmethod
     def check_config(config: Any) -> None:
@@ -63,11 +68,19 @@ class AnomalyMethod(nn.Module):
         """Fit what comes from the clean training images, once, before the first epoch. The
         batches are on the CPU; move them to the model's device. Default: nothing to fit."""
 
+    def cache_training_features(self, clean_batches: Iterable[torch.Tensor]) -> None:
+        """Encode the clean training images (in training-set order) into
+        :attr:`feature_cache`, batch by batch as :meth:`prepare` does. The engine calls it,
+        without gradients, when a run resumes: its cached features are then the uninterrupted
+        run's, bit for bit. Default: nothing to cache."""
+
     def calibrate(self, clean_batches: Iterable[torch.Tensor]) -> None:
         """Refit what depends on the trained weights (e.g. map statistics) on the clean
         training images, with the weights as they are now. The engine calls it in eval mode,
-        without gradients, before every validation (so the maps validated, tested and
-        checkpointed are normalised by the weights that made them). Default: nothing."""
+        without gradients, after :meth:`prepare` (before the first epoch) and before every
+        validation (so the maps validated, tested and checkpointed are normalised by the
+        weights that made them). The batches are in training-set order, as for
+        :meth:`prepare`. Default: nothing."""
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """What the optimiser updates: every parameter that requires a gradient."""

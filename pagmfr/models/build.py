@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pagmfr.models.backbone import ResNetFeatures, load_backbone_weights
+from pagmfr.models.backbone import FrozenBackbone, load_backbone_weights
 from pagmfr.models.base import AnomalyMethod
 from pagmfr.registry import method_spec
 
@@ -32,6 +32,6 @@ def build_model(config: Config, load_weights: bool = True) -> AnomalyMethod:
         )
     if load_weights:
         for module in model.modules():
-            if isinstance(module, ResNetFeatures):
+            if isinstance(module, FrozenBackbone):
                 load_backbone_weights(module, config.backbone.weights)
     return model

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from pagmfr.models.backbone import ResNetFeatures
+from pagmfr.models.backbone import build_backbone
 from pagmfr.scoring import ScoringSettings
 
 if TYPE_CHECKING:
@@ -84,16 +84,15 @@ def smooth_and_score(
 
 
 class MapStats(nn.Module):
-    """Running mean and standard deviation of ``n_maps`` maps from normal images: one per map
-    (``size`` None: over every pixel), or one per map and pixel position (at ``size`` x
-    ``size``; other sizes are resampled). A cumulative average over the first
-    ``1 / momentum`` updates, then exponential, like batch-norm statistics. ``normalise``
-    z-scores maps with them; per pixel, it removes offsets every image shares at a position
-    (a decoder's border artefacts) that one mean/std per map cannot."""
+    """Mean and standard deviation of ``n_maps`` maps of the clean training images, fitted
+    exactly by :meth:`fit` (a method's ``calibrate``): one per map (``size`` None: over every
+    pixel), or one per map and pixel position (at ``size`` x ``size``; other sizes are
+    resampled). ``normalise`` z-scores maps with them; per pixel, it removes offsets every
+    image shares at a position (a decoder's border artefacts) that one mean/std per map
+    cannot."""
 
-    def __init__(self, n_maps: int, size: int | None = None, momentum: float = 0.1):
+    def __init__(self, n_maps: int, size: int | None = None):
         super().__init__()
-        self.momentum = momentum
         self.per_pixel = size is not None
         shape = (n_maps, size, size) if self.per_pixel else (n_maps, 1, 1)
         self.register_buffer("mean", torch.zeros(shape))
@@ -110,17 +109,6 @@ class MapStats(nn.Module):
             maps.mean(dim=(0, 2, 3)).view(-1, 1, 1),
             maps.pow(2).mean(dim=(0, 2, 3)).view(-1, 1, 1),
         )
-
-    @torch.no_grad()
-    def update(self, maps: torch.Tensor) -> None:
-        """``maps`` (B, n_maps, H, W) of normal images; nothing happens when B is 0."""
-        if maps.shape[0] == 0:
-            return
-        mean, square = self._moments(maps)
-        rate = max(self.momentum, 1.0 / (int(self.updates) + 1))
-        self.mean.lerp_(mean, rate)
-        self.square.lerp_(square, rate)
-        self.updates += 1
 
     @torch.no_grad()
     def fit(self, batches: Iterable[torch.Tensor]) -> None:
@@ -152,7 +140,7 @@ def over_run_backbone(cls: type, config: Config, settings: Any, **extra: Any) ->
     run's backbone: that backbone (``backbone.name`` at ``backbone.layers``), the method's own
     ``settings``, the shared scoring, the run's resolution and seed, and ``extra``."""
     return cls(
-        ResNetFeatures(config.backbone.name, config.backbone.layers),
+        build_backbone(config.backbone.name, config.backbone.layers),
         settings,
         config.anomaly,
         image_size=config.data.image_size,

@@ -5,7 +5,8 @@ backbone encodes x~; the MFRM reconstructs the clean features of x at every scal
 image x^; the MFFM fuses original and reconstructed features; the anomaly calculator turns
 feature cosine distances, CIELAB and SSIM differences (and the fused features) into anomaly
 logits. With no pseudo-anomalies (generator "none") the head has nothing to learn from, so the
-map is the mean of the branch maps, each normalised by its running statistics on normal images.
+map is the mean of the branch maps, each z-scored with its statistics on the clean training
+images.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pagmfr.losses import (
     lab_difference_map,
     ssim_map,
 )
-from pagmfr.models.backbone import ResNetFeatures
+from pagmfr.models.backbone import FrozenBackbone
 from pagmfr.models.base import AnomalyMethod, Prediction
 from pagmfr.models.common import (
     ConvBlock,
@@ -37,6 +38,12 @@ from pagmfr.models.common import (
     smooth_and_score,
     upsample_to,
 )
+from pagmfr.models.feature_cache import (
+    cached_features,
+    fill_cache,
+    numbered,
+    rows_through_cache,
+)
 from pagmfr.models.memory import PatchMemory, local_patch_features
 from pagmfr.scoring import ScoringSettings
 from pagmfr.settings import Check, stages_check
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
     from pagmfr.config import Config
 
 _LAB_SCALE = 100.0  # Delta E of 100 is about the largest colour difference: scale to ~[0, 1]
+_PRIOR = 0.01  # the share of defective pixels an untrained learned head assumes
 
 
 @dataclass
@@ -76,9 +84,10 @@ class CalculatorSettings:
     """The anomaly calculator (PAGMFR's ``anomaly.*`` keys; the scoring keys every method
     reads, ``anomaly.smoothing_sigma`` and the score, are shared): branches, head, evidence."""
 
-    # The defaults of map_output, map_stats, map_norm and knn were chosen by measurement on
-    # the embedded dataset, those of head_form, map_fusion and knn_coreset on the real MVTec AD
-    # category at hand too (benchmarks/quality.py; README, "Quality").
+    # The defaults were chosen by measurement: map_output and knn on the embedded dataset,
+    # head_form, map_fusion and knn_coreset on the real MVTec AD category at hand too, with
+    # random backbone weights; map_norm and head_init with ImageNet EfficientNet-Lite0
+    # (benchmarks/quality.py; README, "Quality").
     #: Which maps feed the anomaly head: feature (cosine), image (CIELAB + SSIM), or both.
     branches: Literal["feature", "image", "both"] = "both"
     #: The learned head: auto (learned when training sees pseudo-anomalies, else the mean of
@@ -88,14 +97,12 @@ class CalculatorSettings:
     #: The map (and so the score) before smoothing: the sigmoid of the head's logits, or the
     #: logits themselves. The sigmoid saturates: many test images tie at a score of ~1.
     map_output: Literal["sigmoid", "logits"] = "logits"
-    #: Which training samples the branch maps' running mean/std (their z-scoring) is gathered
-    #: on: all of them (half pseudo-anomalous by default), or only those left normal.
-    map_stats: Literal["all", "normal"] = "normal"
-    #: z-scoring per branch map with one mean/std each (global), or per map and pixel
-    #: position (pixel: removes position-bound offsets such as a decoder's border artefacts,
-    #: which every image shares; warm-started with cumulative averages, then updated like
-    #: batch-norm statistics).
-    map_norm: Literal["global", "pixel"] = "pixel"
+    #: z-scoring per branch map with one mean/std each (global), or per map and pixel position
+    #: (pixel: removes offsets every image shares at a position, such as a decoder's border
+    #: artefacts). Both are fitted on the clean training images under the current weights
+    #: before every validation (``calibrate``). Global by measurement with ImageNet features:
+    #: per pixel, the patch memory's distances lost AU-PRO on transistor (0.944 -> 0.925).
+    map_norm: Literal["global", "pixel"] = "global"
     #: The learned head: an MLP from the z-scored maps (and fused features) to the logits
     #: (mlp), or a learned linear combination of the z-scored maps, starting as their mean,
     #: plus that MLP with its last layer starting at zero (residual): an untrained head then
@@ -112,6 +119,11 @@ class CalculatorSettings:
     #: head's map fell from 0.93 to 0.84 pixel AUROC as it learned the pseudo-anomalies' look
     #: (gated: to 0.62), the linear head's stayed at 0.86-0.89 (README, "Quality").
     head_form: Literal["mlp", "residual", "linear", "gated"] = "linear"
+    #: Where the linear part of a head starts: the mean of the z-scored maps (mean), or the
+    #: normal-feature evidence alone (evidence, with ``knn``): an untrained model is then
+    #: PatchCore's evidence, and training adds the other maps as far as pseudo-anomalies show
+    #: they help.
+    head_init: Literal["mean", "evidence"] = "evidence"
     #: Normal-feature evidence: one more branch map, the nearest-neighbour distance of the
     #: input's patch features (PatchCore-style: 3x3-averaged frozen-backbone features of
     #: ``knn_layers``, resized to the finest and concatenated) to those of the clean training
@@ -119,11 +131,9 @@ class CalculatorSettings:
     #: training images only (leave-one-image-out), as an unseen test image will be.
     knn: bool = True
     #: The anomaly map when the head is learned and ``knn`` is on: the head's output alone
-    #: (head), or that output plus the patch memory's distances (as PatchCore scores them),
-    #: each z-scored with its mean and std on the normal training samples (head+knn). The head
-    #: learns from pseudo-anomalies, which real defects need not resemble, and the z-scored
-    #: evidence inside it loses the distances' ranking (per-pixel z-scores: AU-PRO 0.49 where
-    #: the distances give 0.60 on transistor): the evidence itself stays in the map.
+    #: (head), or that output plus the patch memory's z-scored distances (head+knn). The head
+    #: learns from pseudo-anomalies, which real defects need not resemble: the evidence itself
+    #: stays in the map.
     map_fusion: Literal["head", "head+knn"] = "head+knn"
     #: Backbone stages the patch features come from (must be among backbone.layers).
     knn_layers: tuple[int, ...] = (2, 3)
@@ -259,15 +269,14 @@ class AnomalyCalculator(nn.Module):
         knn: bool = False,
         pixel_stats: int = 0,
         head_form: str = "residual",
-        evidence_in_map: bool = False,
+        head_init: str = "evidence",
     ):
         """``pixel_stats``: the map size (square) for per-pixel statistics; 0: global.
         ``head_form`` (a learned head): mlp, an MLP of the z-scored maps and fused features;
-        residual, a 1x1 conv of the z-scored maps initialised to their mean plus that MLP with
-        its output layer at zero; linear, the 1x1 conv alone; gated, the z-scored maps weighted
-        per pixel by positive weights the MLP predicts (starting as their mean) plus a learned
-        offset. ``evidence_in_map`` (a learned head and ``knn``): the map is the head's output
-        plus the patch memory's distances, each z-scored on normal training samples."""
+        residual, a 1x1 conv of the z-scored maps plus that MLP with its output layer at zero;
+        linear, the 1x1 conv alone; gated, the z-scored maps weighted per pixel by positive
+        weights the MLP predicts (starting as their mean) plus a learned offset. ``head_init``:
+        the 1x1 conv starts as the maps' mean, or (with ``knn``) as the evidence alone."""
         super().__init__()
         self.branches = branches
         self.head_form = head_form if learned else None
@@ -291,25 +300,40 @@ class AnomalyCalculator(nn.Module):
             else None
         )
         if self.head is not None and head_form in ("residual", "gated"):
-            nn.init.zeros_(self.head[-1].weight)  # the untrained head is the mean of the maps
+            nn.init.zeros_(self.head[-1].weight)  # the untrained head is its linear part
             nn.init.zeros_(self.head[-1].bias)
         self.linear = None
         if learned and head_form in ("residual", "linear"):
-            self.linear = nn.Conv2d(n_maps, 1, 1)  # starts as the mean of the z-scored maps
-            nn.init.constant_(self.linear.weight, 1.0 / n_maps)
-            nn.init.zeros_(self.linear.bias)
+            self.linear = nn.Conv2d(n_maps, 1, 1)
+            # the logits start at the prior of a rare defective pixel (1%, as RetinaNet's focal
+            # loss starts): the focal loss then learns the maps' weights from the first step
+            # instead of spending hundreds on the offset (which the map's ranking ignores)
+            nn.init.constant_(self.linear.bias, -math.log((1 - _PRIOR) / _PRIOR))
+            if head_init == "evidence" and knn:  # the patch memory's map comes last
+                nn.init.zeros_(self.linear.weight)
+                nn.init.constant_(self.linear.weight[:, -1], 1.0)
+            else:
+                nn.init.constant_(self.linear.weight, 1.0 / n_maps)
         self.gate_bias = self.offset = None
         if learned and head_form == "gated":
             self.gate_bias = nn.Parameter(torch.zeros(n_maps))  # softplus(0) = log 2 each
             self.offset = nn.Parameter(torch.zeros(1))
-        # Running mean/std of each branch map on normal training samples (per map, or per map
-        # and pixel): the head sees z-scores, and the unsupervised map is their mean.
+        # Mean/std of each branch map on the clean training images under the current weights
+        # (fitted by PAGMFR.calibrate): the head sees z-scores; the unsupervised map is their
+        # mean.
         self.stats = MapStats(n_maps, pixel_stats or None)
-        # The head's output and the patch memory's raw distances on normal training samples.
-        self.fusion_stats = MapStats(2) if evidence_in_map and learned and knn else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if any(key.startswith(prefix + "fusion_stats.") for key in state_dict):
+            raise RuntimeError(
+                "it was trained by PAGMFR before pagmfr had ImageNet weights, whose map z-scored "
+                "the head's output with statistics gathered during training; its map cannot be "
+                "made again: retrain it"
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def normalise(self, maps: torch.Tensor) -> torch.Tensor:
-        """z-scores of the branch maps with the running statistics (global or per pixel)."""
+        """z-scores of the branch maps with the fitted statistics (global or per pixel)."""
         return self.stats.normalise(maps)
 
     def branch_maps(
@@ -336,20 +360,21 @@ class AnomalyCalculator(nn.Module):
         return torch.cat(maps, dim=1)
 
     def forward(
-        self, maps: torch.Tensor, fused: torch.Tensor | None, normal: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The logits (B, 1, H, W). ``normal``: a (B,) bool selector of the samples the running
-        statistics may learn from (None: all of them)."""
-        if self.training:
-            self.stats.update(maps if normal is None else maps[normal])
+        self, maps: torch.Tensor, fused: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits (B, 1, H, W) from the raw branch ``maps`` and the fused features, and the
+        z-scored maps."""
         normalised = self.normalise(maps)
+        return self._head(normalised, fused), normalised
+
+    def _head(self, normalised: torch.Tensor, fused: torch.Tensor | None) -> torch.Tensor:
         if self.head_form is None:
             return normalised.mean(dim=1, keepdim=True)
         if self.head_form == "linear":
             return self.linear(normalised)
         inputs = [normalised]  # branch maps differ in scale by 100x: the head sees z-scores
         if self.reduce is not None:
-            inputs.append(upsample_to(self.reduce(fused), maps.shape[-2:]))
+            inputs.append(upsample_to(self.reduce(fused), normalised.shape[-2:]))
         out = self.head(torch.cat(inputs, dim=1))
         if self.head_form == "gated":
             weights = F.softplus(out + self.gate_bias.view(1, -1, 1, 1)) / (
@@ -360,27 +385,14 @@ class AnomalyCalculator(nn.Module):
             out = out + self.linear(normalised)
         return out
 
-    def anomaly_values(
-        self, output: torch.Tensor, maps: torch.Tensor, normal: torch.Tensor | None
-    ) -> torch.Tensor:
-        """The unsmoothed map from the head's ``output``: itself, or with ``evidence_in_map``
-        that output plus the patch memory's distances (the last of the raw branch ``maps``),
-        each z-scored with its mean and std on the normal training samples."""
-        if self.fusion_stats is None:
-            return output
-        pair = torch.cat([output, maps[:, -1:].float()], dim=1)
-        if self.training:
-            self.fusion_stats.update((pair if normal is None else pair[normal]).detach())
-        return self.fusion_stats.normalise(pair).sum(dim=1, keepdim=True)
-
 
 @dataclass
 class PAGMFROutput:
     """Everything one forward pass computes; the loss needs more of it than prediction."""
 
     logits: torch.Tensor  # (B, 1, H, W); z-scored branch mean when unsupervised
-    #: (B, 1, H, W): the smoothed logits (or their sigmoid), with the patch memory's evidence
-    #: added under ``anomaly.map_fusion=head+knn``
+    #: (B, 1, H, W): the smoothed logits (or their sigmoid), with the patch memory's z-scored
+    #: evidence added under ``anomaly.map_fusion=head+knn``
     anomaly_map: torch.Tensor
     score: torch.Tensor  # (B,)
     reconstruction: torch.Tensor  # x^, (B, 3, H, W)
@@ -395,7 +407,9 @@ class PAGMFR(AnomalyMethod):
 
     Trained on pseudo-anomalies (focal loss on the head's logits against their masks, plus
     reconstruction losses); without them (``pseudo_anomalies`` False) the head is not built
-    and the map is the mean of the normalised branch maps.
+    and the map is the mean of the normalised branch maps. The maps' statistics are fitted on
+    the clean training images before training and before every validation (``calibrate``),
+    never during training steps, so the head trains against a normalisation that holds still.
 
     Args:
         backbone: the frozen feature extractor; its ``layers`` are the scales used.
@@ -412,7 +426,7 @@ class PAGMFR(AnomalyMethod):
 
     def __init__(
         self,
-        backbone: ResNetFeatures,
+        backbone: FrozenBackbone,
         settings: PAGMFRSettings | None = None,
         scoring: ScoringSettings | None = None,
         *,
@@ -444,8 +458,9 @@ class PAGMFR(AnomalyMethod):
             knn=anomaly.knn,
             pixel_stats=image_size if anomaly.map_norm == "pixel" else 0,
             head_form=anomaly.head_form,
-            evidence_in_map=anomaly.map_fusion == "head+knn",
+            head_init=anomaly.head_init,
         )
+        self.evidence_in_map = learned and anomaly.knn and anomaly.map_fusion == "head+knn"
         self.memory = PatchMemory() if anomaly.knn else None
         self._knn_scales = (
             [self.backbone.layers.index(layer) for layer in anomaly.knn_layers]
@@ -477,20 +492,23 @@ class PAGMFR(AnomalyMethod):
                 f"{config.generator.strategy!r}"
             )
 
+    # ---- what comes from the clean training images ----
+
     @torch.no_grad()
     def prepare(self, batches: Iterable[torch.Tensor]) -> None:
         """Fill the patch memory (``anomaly.knn``) from the clean training images, given in
-        training-set order (the k-th image is the sample whose ``index`` is k)."""
+        training-set order (the k-th image is the sample whose ``index`` is k), and the run's
+        feature cache with their features."""
         if self.memory is None:
+            self.cache_training_features(batches)
             return
         device = next(self.backbone.parameters()).device
-        patches, owners, seen = [], [], 0
-        for images in batches:
-            p = self._patch_features(self.backbone(images.to(device)))
-            b, c = p.shape[:2]
-            patches.append(p.permute(0, 2, 3, 1).reshape(-1, c).cpu())
-            owners.append(torch.arange(seen, seen + b).repeat_interleave(p[0, 0].numel()))
-            seen += b
+        patches, owners = [], []
+        for images, own in numbered(batches):
+            features = cached_features(self.feature_cache, self.backbone, images.to(device), own)
+            p = self._patch_features(features)
+            patches.append(p.permute(0, 2, 3, 1).reshape(-1, p.shape[1]).cpu())
+            owners.append(own.repeat_interleave(p[0, 0].numel()))
         self.memory.fill(
             torch.cat(patches),
             torch.cat(owners),
@@ -499,6 +517,31 @@ class PAGMFR(AnomalyMethod):
             self.settings.anomaly.knn_max_bank_mb,
         )
         self.memory.to(device)
+
+    def cache_training_features(self, clean_batches: Iterable[torch.Tensor]) -> None:
+        """The clean training images' backbone features into the run's feature cache."""
+        device = next(self.backbone.parameters()).device
+        fill_cache(self.feature_cache, self.backbone, clean_batches, device)
+
+    @torch.no_grad()
+    def calibrate(self, clean_batches: Iterable[torch.Tensor]) -> None:
+        """The branch maps' statistics, fitted exactly on the clean training images in eval
+        mode under the current weights, as test maps are made (a training image's evidence
+        leaves its own patches out). Running averages updated during training steps lagged
+        weights that move every step, and came from batch-norm's training mode."""
+        device = next(self.backbone.parameters()).device
+
+        def maps() -> Iterable[torch.Tensor]:
+            for images, own in numbered(clean_batches):
+                images, own = images.to(device), own.to(device)
+                features = cached_features(self.feature_cache, self.backbone, images, own)
+                evidence = self._evidence(features, own, own)
+                reconstructed, reconstruction = self.reconstruction(features, images.shape[-2:])
+                yield self.calculator.branch_maps(
+                    images, reconstruction, features, reconstructed, evidence
+                )
+
+        self.calculator.stats.fit(maps())
 
     def _patch_features(self, features: list[torch.Tensor]) -> torch.Tensor:
         return local_patch_features([features[i] for i in self._knn_scales])
@@ -511,29 +554,50 @@ class PAGMFR(AnomalyMethod):
             return None
         return self.memory.distances(self._patch_features(features), exclude)
 
+    def _evidence(
+        self, features: list[torch.Tensor], keys: torch.Tensor, exclude: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The patch memory's distance maps of training images (each leaving its own patches
+        out): an unaltered image's (``keys`` >= 0) through the run's feature cache."""
+        if self.memory is None:
+            return None
+
+        def compute(rows: list[int]) -> list[torch.Tensor]:
+            return [self.knn_map([f[rows] for f in features], exclude[rows])]
+
+        with torch.no_grad():
+            return rows_through_cache(
+                self.feature_cache, "evidence", keys.tolist(), compute, keys.device
+            )[0]
+
+    # ---- forward, prediction, loss ----
+
     def forward(
         self,
         images: torch.Tensor,
-        normal: torch.Tensor | None = None,
-        exclude: torch.Tensor | None = None,
+        features: list[torch.Tensor] | None = None,
+        evidence: torch.Tensor | None = None,
     ) -> PAGMFROutput:
-        """``normal``: in training, which samples carry no pseudo-anomaly (for the maps'
-        running statistics with ``anomaly.map_stats=normal``); ``exclude``: each training
-        sample's own ``index``, whose entries in the patch memory it may not match."""
+        """The maps of ``images``; ``features`` and ``evidence`` (the patch memory's map), when
+        given, are the backbone's and the memory's for them (training passes its cached
+        ones)."""
         size = images.shape[-2:]
-        features = self.backbone(images)
+        if features is None:
+            with torch.no_grad():
+                features = self.backbone(images)
+        if evidence is None and self.memory is not None:
+            evidence = self.knn_map(features, None)
         reconstructed, reconstruction = self.reconstruction(features, size)
         fused = None if self.fusion is None else self.fusion(features, reconstructed)
         maps = self.calculator.branch_maps(
-            images, reconstruction, features, reconstructed, self.knn_map(features, exclude)
+            images, reconstruction, features, reconstructed, evidence
         )
-        anomaly = self.settings.anomaly
-        normal = normal if anomaly.map_stats == "normal" else None
-        logits = self.calculator(maps, fused, normal)
+        logits, normalised = self.calculator(maps, fused)
         values = logits.float()
-        if anomaly.map_output == "sigmoid":
+        if self.settings.anomaly.map_output == "sigmoid":
             values = torch.sigmoid(values)
-        values = self.calculator.anomaly_values(values, maps, normal)
+        if self.evidence_in_map:
+            values = values + normalised[:, -1:].float()
         anomaly_map, score = smooth_and_score(values, self.scoring)
         return PAGMFROutput(logits, anomaly_map, score, reconstruction, features, reconstructed)
 
@@ -546,16 +610,26 @@ class PAGMFR(AnomalyMethod):
         self, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted sum of image reconstruction (MSE + SSIM), clean-feature reconstruction and,
-        when the head is learned, focal loss against the pseudo-anomaly mask."""
+        when the head is learned, focal loss against the pseudo-anomaly mask. The backbone runs
+        once per batch, over the images no earlier epoch encoded: the altered pseudo-anomalous
+        ones, and the clean ones the feature cache does not hold (a sample left unaltered is its
+        clean image)."""
         weights = self.settings.loss
-        output = self(
-            batch["pseudo"],
-            normal=batch["mask"].flatten(1).amax(dim=1) == 0,
-            exclude=batch.get("index"),
+        clean, pseudo = batch["image"], batch["pseudo"]
+        index = batch.get("index")
+        if index is None:  # not a training set's samples: nothing is known twice
+            index = torch.full((len(clean),), -1, dtype=torch.long, device=clean.device)
+        # a pseudo-anomalous sample's key: its image's when left unaltered (compared, not read
+        # off its mask: a registered strategy may alter pixels it does not mark), else -1
+        unaltered = (pseudo == clean).flatten(1).all(dim=1)
+        keys = torch.where(unaltered, index, torch.full_like(index, -1))
+        both = cached_features(
+            self.feature_cache, self.backbone, torch.cat([clean, pseudo]), torch.cat([index, keys])
         )
-        with torch.no_grad():
-            clean_features = self.backbone(batch["image"])
-        mse, ssim_term = image_reconstruction_losses(output.reconstruction, batch["image"])
+        clean_features = [f[: len(clean)] for f in both]
+        features = [f[len(clean) :] for f in both]
+        output = self(pseudo, features, self._evidence(features, keys, index))
+        mse, ssim_term = image_reconstruction_losses(output.reconstruction, clean)
         feature = feature_distillation_loss(output.reconstructed, clean_features)
         parts = {"image_mse": mse, "image_ssim": ssim_term, "feature": feature}
         total = weights.image_mse * mse + weights.image_ssim * ssim_term + weights.feature * feature

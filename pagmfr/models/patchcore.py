@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pagmfr.models.backbone import ResNetFeatures
+from pagmfr.models.backbone import FrozenBackbone, build_backbone
 from pagmfr.models.base import AnomalyMethod, Prediction
 from pagmfr.models.common import smooth, upsample_to
 from pagmfr.models.coreset import bounded_coreset
@@ -118,7 +118,7 @@ class PatchCore(AnomalyMethod):
 
     def __init__(
         self,
-        backbone: ResNetFeatures,
+        backbone: FrozenBackbone,
         settings: PatchCoreSettings | None = None,
         smoothing_sigma: float = 4.0,
         seed: int = 0,
@@ -137,7 +137,7 @@ class PatchCore(AnomalyMethod):
     def from_config(cls, config: Config) -> PatchCore:
         """The registered factory: the study's backbone at PatchCore's own stages."""
         settings = config.patchcore
-        backbone = ResNetFeatures(config.backbone.name, settings.layers)
+        backbone = build_backbone(config.backbone.name, settings.layers)
         return cls(backbone, settings, config.anomaly.smoothing_sigma, config.train.seed)
 
     @property

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from pagmfr.backbones import require_backbone_weights
 from pagmfr.categories import category_kind
 from pagmfr.code_scope import method_code_fingerprint
 from pagmfr.config import Config
@@ -31,7 +32,8 @@ from pagmfr.provenance import code_version
 from pagmfr.study.spec import TrialSpec, cell_name
 
 #: Where a cell runs and how reproducibly, not what it computes: never in its key.
-NOT_IN_KEY = ("data.root", "data.num_workers", "train.device", "train.deterministic")
+NOT_IN_KEY = ("data.root", "data.num_workers", "train.device", "train.deterministic",
+              "train.feature_cache_mb")  # fmt: skip
 #: Keys added after studies had recorded cells, with the value that does what the code did
 #: before them: at it, a key is left out, so cells recorded before it keep their keys (and
 #: ``--keep-old-results`` finds them).
@@ -212,6 +214,7 @@ class StudyGrid:
             except ValueError as err:
                 raise ValueError(f"variant {variant!r}: {err}") from err
         _refuse_identical_variants(self.base, self.variants, configs)
+        require_backbone_weights({variant: config.backbone for variant, config in configs.items()})
         return [
             make_cell(variant, category, seed, config, describe_overrides(self.variants[variant]))
             for variant, config in configs.items()

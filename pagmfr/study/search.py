@@ -12,6 +12,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from pagmfr.backbones import require_backbone_weights
 from pagmfr.config import Config
 from pagmfr.data.pipeline import checked_data_root
 from pagmfr.engine import TEST_METRICS
@@ -60,6 +61,7 @@ def run_hpo(
     _check_search(base, categories, trials, metric, grace_period, reduction_factor)
     check_tracking_server(options.tracking_uri)  # in seconds, not MLflow's minutes of retries
     checked_data_root(base.data.root, categories)  # every problem, before anything is scheduled
+    require_backbone_weights({"the search's base": base.backbone})
     with driver_lock(options):
         return _search(
             base,
