@@ -80,8 +80,8 @@ class RGPKDSettings:
     #: features flow on to the shallower stages (decoder, as the method describes), or only
     #: before the output heads (heads). The symmetric student always fuses in its decoder.
     prompt_fusion: Literal["heads", "decoder"] = "heads"
-    #: Each scale's distance map as it is (none), z-scored per pixel position (pixel) or with
-    #: one mean and std per scale (global, default), with statistics of the normal training
+    #: Each scale's distance map as it is (none), z-scored per pixel position (pixel, default)
+    #: or with one mean and std per scale (global), with statistics of the normal training
     #: images under the current student (refitted before every validation): a distance is
     #: judged against what the student gets wrong on normal images. With random backbone
     #: weights, raw distances ranked real defects below normal pixels (transistor: pixel AUROC
