@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -32,12 +31,6 @@ from pagmfr.engine.inference import batches
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_time  # noqa: E402
-
-
-def _timed(function) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = function()
-    return time.perf_counter() - start, result
 
 
 @torch.no_grad()
@@ -58,13 +51,15 @@ def measure(config: Config) -> dict[str, float]:
         figures = {"backbone": reference}
         if run.model.trains:
             run.train_epoch(0)  # the first epoch fills what prepare() did not
-            figures["epoch"], _ = _timed(lambda: run.train_epoch(1))
-            figures["validation"], _ = _timed(lambda: run.validate(1))
+            figures["epoch"], _ = best_time(lambda: run.train_epoch(1), repeats=1)
+            figures["validation"], _ = best_time(lambda: run.validate(1), repeats=1)
         images = run.setup.images
         run.model.eval()
         with torch.no_grad():
             run.model.predict(images[:8])  # warm-up
-            seconds, _ = _timed(lambda: [run.model.predict(b) for b in batches(images, 8)])
+            seconds, _ = best_time(
+                lambda: [run.model.predict(b) for b in batches(images, 8)], repeats=1
+            )
         figures["images_per_second"] = len(images) / seconds
         figures["fed"] = len(run.setup.train_set)
     return figures
