@@ -42,6 +42,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/data_check.py
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf runs .pytest_cache

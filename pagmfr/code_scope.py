@@ -9,7 +9,8 @@ new module is in it as soon as training imports it:
   cell (the selected checkpoint is tested there);
 - edges: every ``import`` in a module, at the top or inside a function, with names imported
   from a package resolved to the submodule that defines them (``from pagmfr.models import
-  build_model`` depends on ``models/build.py``, not on every method the package re-exports);
+  build_model`` depends on ``models/build.py``, not on every method the package re-exports),
+  whether the package imports them or loads them on first use (its ``_LAZY`` table);
 - not followed: the registry's registration of the built-in methods (registering a method is
   not training it), and the study driver's modules beyond the trainable itself.
 """
@@ -29,6 +30,8 @@ from pagmfr.registry import method_spec
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The roots every method shares: the training loop, evaluation, and a study cell's trainable.
 SHARED_ROOTS = ("pagmfr.engine", "pagmfr.study.trainable")
+#: The name of a package ``__init__``'s table of names it loads on first use (``pagmfr.data``).
+LAZY_TABLE = "_LAZY"
 #: (importer prefix, imported prefix): edges that are not training code.
 NOT_FOLLOWED = (
     ("pagmfr.registry", "pagmfr.models"),  # the built-ins' registration
@@ -47,11 +50,17 @@ def _modules(package_dir: Path) -> dict[str, Path]:
 
 
 def _exports(init: Path) -> dict[str, str]:
-    """A package ``__init__``'s re-exports: name -> the module it comes from."""
+    """A package ``__init__``'s re-exports: name -> the module it comes from, whether imported
+    there or loaded on first use from its ``_LAZY`` table (name -> module), which keeps a light
+    import of the package light while training still depends on what the names load."""
     exports = {}
     for node in ast.walk(ast.parse(init.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             exports.update({alias.asname or alias.name: node.module for alias in node.names})
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == LAZY_TABLE for target in node.targets
+        ):
+            exports.update(ast.literal_eval(node.value))
     return exports
 
 

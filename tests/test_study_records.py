@@ -114,6 +114,13 @@ def test_a_cell_is_keyed_by_the_code_that_trains_it(tmp_path):
     assert not [m for m in modules if m.startswith(("pagmfr.report", "pagmfr.cli"))]
 
 
+def test_names_a_package_loads_on_first_use_are_in_the_scope():
+    """``from pagmfr.anomalies import make_generator`` names a package that loads it on first
+    use (its ``_LAZY`` table): the cell still depends on the generator's modules."""
+    modules = training_modules(("pagmfr.engine.data",))
+    assert {"pagmfr.anomalies.generator", "pagmfr.anomalies.strategies"} <= set(modules)
+
+
 def test_a_user_method_is_keyed_by_its_own_source(tmp_path):
     """A method registered outside pagmfr lives in the user's file: editing it must retrain
     its cells, though pagmfr's own fingerprint does not change."""

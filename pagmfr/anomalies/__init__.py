@@ -1,32 +1,35 @@
-"""Pseudo-anomaly generation: Perlin-masked textures, pasted objects, per-category choice."""
+"""Pseudo-anomaly generation: Perlin-masked textures, pasted objects, per-category choice.
 
-from pagmfr.anomalies.defects import DEFECT_TYPES, add_defect
-from pagmfr.anomalies.foreground import foreground_mask
-from pagmfr.anomalies.generator import PseudoAnomalyGenerator, make_generator
-from pagmfr.anomalies.perlin import PerlinMaskSampler, perlin_field
-from pagmfr.anomalies.settings import GeneratorSettings
-from pagmfr.anomalies.strategies import (
-    AnomalyFn,
-    StrategyContext,
-    available_strategies,
-    paste,
-    register_strategy,
-    until_visible,
-)
+The names below load on first use (``pagmfr.anomalies.make_generator``...): importing a light
+part such as ``pagmfr.anomalies.settings`` (which ``pagmfr.config`` reads) loads neither
+OpenCV, scikit-image nor torch.
+"""
 
-__all__ = [
-    "DEFECT_TYPES",
-    "AnomalyFn",
-    "GeneratorSettings",
-    "PerlinMaskSampler",
-    "PseudoAnomalyGenerator",
-    "StrategyContext",
-    "available_strategies",
-    "add_defect",
-    "foreground_mask",
-    "make_generator",
-    "paste",
-    "perlin_field",
-    "register_strategy",
-    "until_visible",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DEFECT_TYPES": "pagmfr.anomalies.defects",
+    "add_defect": "pagmfr.anomalies.defects",
+    "foreground_mask": "pagmfr.anomalies.foreground",
+    "PseudoAnomalyGenerator": "pagmfr.anomalies.generator",
+    "make_generator": "pagmfr.anomalies.generator",
+    "PerlinMaskSampler": "pagmfr.anomalies.perlin",
+    "perlin_field": "pagmfr.anomalies.perlin",
+    "GeneratorSettings": "pagmfr.anomalies.settings",
+    "AnomalyFn": "pagmfr.anomalies.strategies",
+    "StrategyContext": "pagmfr.anomalies.strategies",
+    "available_strategies": "pagmfr.anomalies.strategies",
+    "paste": "pagmfr.anomalies.strategies",
+    "register_strategy": "pagmfr.anomalies.strategies",
+    "until_visible": "pagmfr.anomalies.strategies",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pagmfr.anomalies' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -1,38 +1,42 @@
 """Datasets in the layouts pagmfr reads (MVTec AD, MVTec 3D-AD, MVTec AD 2, VisA, plain
-folders), their checks, and the embedded synthetic dataset."""
+folders), their checks, and the embedded synthetic dataset.
 
-from pagmfr.data.check import CheckReport, check_dataset, require_clean_data
-from pagmfr.data.dataset import MVTec3DRGB, MVTecAD, image_to_tensor
-from pagmfr.data.images import ImageReadError, inspect_mask, read_mask, read_rgb
-from pagmfr.data.layout import (
-    DatasetError,
-    Problem,
-    Sample,
-    SplitScan,
-    list_categories,
-    scan_split,
-)
-from pagmfr.data.synthetic import SYNTHETIC_CATEGORIES, make_synthetic_dataset
-from pagmfr.data.test_defects import TEST_DEFECT_TYPES
+The names below load on first use (``pagmfr.data.MVTecAD``...): importing a light part such
+as ``pagmfr.data.images`` loads neither torch nor the synthetic dataset's defect painters
+(which import ``pagmfr.anomalies``, whose sources read images from here: a cycle, were this
+file to import them).
+"""
 
-__all__ = [
-    "TEST_DEFECT_TYPES",
-    "SYNTHETIC_CATEGORIES",
-    "CheckReport",
-    "DatasetError",
-    "ImageReadError",
-    "MVTec3DRGB",
-    "MVTecAD",
-    "Problem",
-    "Sample",
-    "SplitScan",
-    "check_dataset",
-    "image_to_tensor",
-    "inspect_mask",
-    "list_categories",
-    "make_synthetic_dataset",
-    "read_mask",
-    "read_rgb",
-    "require_clean_data",
-    "scan_split",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "CheckReport": "pagmfr.data.check",
+    "check_dataset": "pagmfr.data.check",
+    "require_clean_data": "pagmfr.data.check",
+    "MVTec3DRGB": "pagmfr.data.dataset",
+    "MVTecAD": "pagmfr.data.dataset",
+    "image_to_tensor": "pagmfr.data.dataset",
+    "ImageReadError": "pagmfr.data.images",
+    "inspect_mask": "pagmfr.data.images",
+    "read_mask": "pagmfr.data.images",
+    "read_rgb": "pagmfr.data.images",
+    "DatasetError": "pagmfr.data.layout",
+    "Problem": "pagmfr.data.layout",
+    "Sample": "pagmfr.data.layout",
+    "SplitScan": "pagmfr.data.layout",
+    "list_categories": "pagmfr.data.layout",
+    "scan_split": "pagmfr.data.layout",
+    "SYNTHETIC_CATEGORIES": "pagmfr.data.synthetic",
+    "make_synthetic_dataset": "pagmfr.data.synthetic",
+    "TEST_DEFECT_TYPES": "pagmfr.data.test_defects",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pagmfr.data' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -37,13 +36,6 @@ IDENTITY_TAGS = ("cell_key", "config_key", "code_version", "code_fingerprint")
 STUDY_RESOLUTION = "model"
 #: The column of AU-PRO's FPR limit, as each test recorded it.
 FPR_LIMIT = "au_pro_fpr_limit"
-
-
-def default_tracking_uri() -> str:
-    """Where MLflow records are read and written when a command (a study, ``pagmfr report``)
-    is given no ``--tracking-uri``: ``$MLFLOW_TRACKING_URI``, as MLflow itself reads it, else
-    ``mlflow.db`` in the current folder."""
-    return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
 
 
 def check_reachable(tracking_uri: str) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 from pagmfr.config import Config, parse_set_arguments
 from pagmfr.errors import report_error
-from pagmfr.report.load import default_tracking_uri
 from pagmfr.study.options import INTERRUPTED, StudyInterrupted, StudyOptions
 from pagmfr.study.presets import (
     DEMO_TRAINING,
@@ -20,6 +19,7 @@ from pagmfr.study.presets import (
     GpusPerTrial,
     Preset,
 )
+from pagmfr.tracking_uri import default_tracking_uri
 
 ALL = "all"
 

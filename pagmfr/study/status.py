@@ -16,8 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pagmfr.report.load import declared_grid, study_experiment, study_run
-from pagmfr.study.progress import HEADLINE, duration, last_line
 from pagmfr.study.spec import cell_name
+from pagmfr.study.text import HEADLINE, duration, last_line
 
 #: The states a declared cell can be in, in the order the summary counts them.
 STATES = ("finished", "running", "failed", "interrupted", "missing")
