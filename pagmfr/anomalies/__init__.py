@@ -5,8 +5,7 @@ part such as ``pagmfr.anomalies.settings`` (which ``pagmfr.config`` reads) loads
 OpenCV, scikit-image nor torch.
 """
 
-import importlib
-from typing import Any
+from pagmfr.lazy import lazy_attributes
 
 _LAZY = {
     "DEFECT_TYPES": "pagmfr.anomalies.defects",
@@ -25,11 +24,7 @@ _LAZY = {
     "until_visible": "pagmfr.anomalies.strategies",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pagmfr.anomalies' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)

@@ -7,8 +7,7 @@ as ``pagmfr.data.images`` loads neither torch nor the synthetic dataset's defect
 file to import them).
 """
 
-import importlib
-from typing import Any
+from pagmfr.lazy import lazy_attributes
 
 _LAZY = {
     "CheckReport": "pagmfr.data.check",
@@ -32,11 +31,7 @@ _LAZY = {
     "TEST_DEFECT_TYPES": "pagmfr.data.test_defects",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pagmfr.data' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)

@@ -4,8 +4,7 @@ The names below load on first use (``pagmfr.study.run_ablation``...): importing 
 such as ``pagmfr.study.presets`` loads neither Ray nor torch.
 """
 
-import importlib
-from typing import Any
+from pagmfr.lazy import lazy_attributes
 
 _LAZY = {
     "Cell": "pagmfr.study.cells",
@@ -22,11 +21,7 @@ _LAZY = {
     "load_best_config": "pagmfr.study.search",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pagmfr.study' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)
