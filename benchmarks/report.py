@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from pagmfr.categories import MVTEC_AD_CATEGORIES
 from pagmfr.cli import main
 from pagmfr.config import Config
+from pagmfr.records import CELL_RUNS
 from pagmfr.study.spec import cell_name
 
 VARIANTS = [
@@ -95,9 +96,7 @@ def main_benchmark() -> None:
         print(f"filled {runs} runs in {time.perf_counter() - start:.1f} s")
         mlflow.set_tracking_uri(uri)
         start = time.perf_counter()
-        mlflow.search_runs(
-            experiment_names=["paper"], filter_string="tags.role = 'cell'", max_results=100_000
-        )
+        mlflow.search_runs(experiment_names=["paper"], filter_string=CELL_RUNS, max_results=100_000)
         query = time.perf_counter() - start
         start = time.perf_counter()
         assert (

@@ -122,8 +122,8 @@ def _print_metrics(metrics: dict, out: Path) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from pagmfr.records import default_tracking_uri
     from pagmfr.report import report_folders, report_study
-    from pagmfr.tracking_uri import default_tracking_uri
 
     options = {
         "metrics": _split(args.metrics),
@@ -185,8 +185,8 @@ def _split(text: str) -> list[str]:
 
 
 def _study_status(args: argparse.Namespace) -> int:
+    from pagmfr.records import default_tracking_uri
     from pagmfr.study.status import study_status
-    from pagmfr.tracking_uri import default_tracking_uri
 
     status = study_status(args.tracking_uri or default_tracking_uri(), args.name)
     print(status.render(), end="")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,13 @@ import pandas as pd
 
 from pagmfr.categories import category_kind
 from pagmfr.config import selection_of
-from pagmfr.logs import environment
+from pagmfr.records import (
+    CELL_RUNS,
+    IDENTITY_TAGS,
+    declared_grid,
+    study_experiment,
+    study_run,
+)
 
 COLUMNS = [
     "run_id",
@@ -26,50 +30,12 @@ COLUMNS = [
     "error",
     "selection",
 ]
-#: Where a study's declared grid lives on its study run (an artifact: it outgrows a tag).
-GRID_FILE = "grid.json"
-#: Tags that say which cell, config and code a run belongs to (see pagmfr.study.cells).
-IDENTITY_TAGS = ("cell_key", "config_key", "code_version", "code_fingerprint")
 #: The resolution of a study cell's test metrics where its run has no ``test.resolution`` tag
 #: (recorded before it was): the trainable has always tested at the model's resolution. A
 #: stand-alone run's metrics.json records its own ("full", "256px").
 STUDY_RESOLUTION = "model"
 #: The column of AU-PRO's FPR limit, as each test recorded it.
 FPR_LIMIT = "au_pro_fpr_limit"
-
-
-def check_reachable(tracking_uri: str) -> None:
-    """Fail fast and clearly: MLflow's own client retries an unreachable server for minutes,
-    and silently creates an empty sqlite store at a mistyped path."""
-    if tracking_uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=5)
-        except OSError as err:
-            raise ConnectionError(
-                f"cannot reach the MLflow tracking server at {tracking_uri} ({err}); "
-                "is `mlflow server` running there?"
-            ) from err
-    elif tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise FileNotFoundError(f"no MLflow store at {path} (from {tracking_uri})")
-
-
-def study_experiment(tracking_uri: str, study: str) -> tuple[Any, Any]:
-    """An ``MlflowClient`` of ``tracking_uri`` and the study's experiment, or a clear error:
-    the store is missing or unreachable (checked before a client would create an empty
-    sqlite file), or the study is not there (naming those that are)."""
-    from mlflow.tracking import MlflowClient
-
-    check_reachable(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(study)
-    if experiment is None:
-        names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
-        raise ValueError(
-            f"no study {study!r} in {tracking_uri}; studies there: {', '.join(names) or 'none'}"
-        )
-    return client, experiment
 
 
 def runs_from_mlflow(tracking_uri: str, study: str) -> pd.DataFrame:
@@ -79,7 +45,7 @@ def runs_from_mlflow(tracking_uri: str, study: str) -> pd.DataFrame:
     _, experiment = study_experiment(tracking_uri, study)
     mlflow.set_tracking_uri(tracking_uri)
     raw = mlflow.search_runs(
-        [experiment.experiment_id], filter_string="tags.role = 'cell'", max_results=100_000
+        [experiment.experiment_id], filter_string=CELL_RUNS, max_results=100_000
     )
     if raw.empty:
         raise ValueError(f"study {study!r} has no cell runs yet")
@@ -131,25 +97,7 @@ def grid_from_mlflow(tracking_uri: str, study: str) -> dict[str, Any] | None:
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(study)
-    return declared_grid(client, study_run(client, experiment))
-
-
-def study_run(client: Any, experiment: Any) -> Any:
-    """The study's own run (tag ``role=study``) in ``experiment``, or None."""
-    parents = client.search_runs([experiment.experiment_id], "tags.role = 'study'", max_results=1)
-    return parents[0] if parents else None
-
-
-def declared_grid(client: Any, run: Any) -> dict[str, Any] | None:
-    """The grid on the study run ``run`` (None: no run, or one recorded without a grid)."""
-    if run is None or "grid" not in run.data.tags:
-        return None
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
-    ):
-        path = client.download_artifacts(run.info.run_id, GRID_FILE, folder)
-        return json.loads(Path(path).read_text())
+    return declared_grid(client, study_run(client, experiment.experiment_id))
 
 
 #: A metrics record's key for the category its checkpoint was trained on, when it was tested on

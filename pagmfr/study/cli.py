@@ -11,6 +11,7 @@ from typing import Any
 
 from pagmfr.config import Config, parse_set_arguments
 from pagmfr.errors import report_error
+from pagmfr.records import default_tracking_uri
 from pagmfr.study.options import INTERRUPTED, StudyInterrupted, StudyOptions
 from pagmfr.study.presets import (
     DEMO_TRAINING,
@@ -19,7 +20,6 @@ from pagmfr.study.presets import (
     GpusPerTrial,
     Preset,
 )
-from pagmfr.tracking_uri import default_tracking_uri
 
 ALL = "all"
 

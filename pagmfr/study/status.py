@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pagmfr.report.load import declared_grid, study_experiment, study_run
+from pagmfr.records import declared_grid, latest_cell_runs, study_experiment, study_run
 from pagmfr.study.spec import cell_name
 from pagmfr.study.text import HEADLINE, duration, last_line
 
@@ -113,7 +113,7 @@ def _grid_table(cells: list[CellStatus]) -> list[str]:
 def study_status(tracking_uri: str, study: str) -> StudyStatus:
     """The state of every cell the study last declared, from its MLflow records."""
     client, experiment = study_experiment(tracking_uri, study)
-    parent = study_run(client, experiment)
+    parent = study_run(client, experiment.experiment_id)
     grid = declared_grid(client, parent)
     if grid is None:
         raise ValueError(
@@ -121,13 +121,7 @@ def study_status(tracking_uri: str, study: str) -> StudyStatus:
             "version): run the study again, or use `pagmfr report --study` on its runs"
         )
     study_running = parent.info.status == "RUNNING"
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        "tags.role = 'cell'",
-        max_results=50_000,
-        order_by=["attributes.start_time ASC"],
-    )
-    latest = {run.data.tags.get("cell_key"): run for run in runs}  # the last one per cell
+    latest = latest_cell_runs(client, experiment.experiment_id)
     cells = [_cell_status(cell, latest.get(cell["key"]), study_running) for cell in grid["cells"]]
     return StudyStatus(study, tracking_uri, cells, study_running)
 

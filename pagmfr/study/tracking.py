@@ -25,10 +25,19 @@ from mlflow.tracking import MlflowClient
 
 from pagmfr.config import selection_of
 from pagmfr.provenance import code_version
-from pagmfr.report.load import GRID_FILE, check_reachable
+from pagmfr.records import (
+    CELL_ROLE,
+    CELL_RUNS,
+    GRID_FILE,
+    ROLE,
+    STUDY_ROLE,
+    cell_run_filter,
+    check_reachable,
+    latest_cell_runs,
+    study_run,
+)
 from pagmfr.study.spec import TrialSpec
 
-CELL_TAGS = ("study", "method", "variant", "category", "seed", "cell_key")
 _BATCH = 100  # MLflow's log_batch limit is 1000 metrics, 100 params
 #: MLflow's convention for "this experiment trains models" (its UI otherwise may open GenAI).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -59,7 +68,7 @@ def cell_view(metrics: Iterable[str]) -> str:
     columns = [f"tags.`{tag}`" for tag in ("variant", "overrides", "category", "seed")]
     return json.dumps(
         {
-            "searchFilter": "tags.role = 'cell'",
+            "searchFilter": CELL_RUNS,
             "orderByKey": "attributes.start_time",
             "orderByAsc": True,
             "selectedColumns": columns + [f"metrics.`{m}`" for m in metrics],
@@ -87,13 +96,11 @@ class StudyTracker:
         tags = {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{CELL_VIEW}": cell_view(view_metrics)}
         for key, value in tags.items():
             self.client.set_experiment_tag(self.experiment_id, key, value)
-        parents = self.client.search_runs(
-            [self.experiment_id], "tags.role = 'study'", max_results=1
-        )
-        if parents:
-            self.parent_id = parents[0].info.run_id
+        parent = study_run(self.client, self.experiment_id)
+        if parent is not None:
+            self.parent_id = parent.info.run_id
         else:
-            tags = {"role": "study", "study": study, "code_version": code_version()}
+            tags = {ROLE: STUDY_ROLE, "study": study, "code_version": code_version()}
             self.parent_id = self.client.create_run(
                 self.experiment_id, tags=tags, run_name=f"{study} (study)"
             ).info.run_id
@@ -116,13 +123,7 @@ class StudyTracker:
 
     def cell_runs(self) -> dict[str, Any]:
         """The latest run of every cell key recorded so far."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            "tags.role = 'cell'",
-            max_results=50_000,
-            order_by=["attributes.start_time ASC"],
-        )
-        latest = {run.data.tags["cell_key"]: run for run in runs}
+        latest = latest_cell_runs(self.client, self.experiment_id)
         self.recorded_keys = set(latest)
         return latest
 
@@ -140,7 +141,7 @@ class StudyTracker:
             self.recorded_steps[run_id] = self._last_steps(run_id, existing.data.metrics)
             return run_id
         tags = {
-            "role": "cell",
+            ROLE: CELL_ROLE,
             "study": self.study,
             "method": spec.method,
             "variant": spec.variant,
@@ -176,7 +177,7 @@ class StudyTracker:
             return None
         same_key = self.client.search_runs(
             [self.experiment_id],
-            f"tags.role = 'cell' and tags.cell_key = '{key}'",
+            cell_run_filter(key),
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
