@@ -20,16 +20,23 @@ import sys
 
 from pagmfr.study.cli import PAPER_TRAINING, SMOKE_TRAINING, GpusPerTrial, Preset, hpo_main
 
+#: The MFFM's modes, searched under the residual head (none: its MLP reads the maps alone).
+FUSIONS = ["concat", "add", "none"]
+
 
 def space(trial):
-    """Define-by-run search space: fusion width exists only when there is a fusion module."""
+    """Define-by-run search space: a dimension exists only where the model reads it. The MFFM
+    feeds only a head that reads fused features (residual), never the default linear head, so
+    its mode and width are searched under the residual head alone, and its width only where
+    it fuses."""
     trial.suggest_float("train.lr", 1e-4, 3e-3, log=True)
     trial.suggest_float("loss.focal", 0.5, 20.0, log=True)
     trial.suggest_float("loss.focal_gamma", 0.5, 4.0)
     trial.suggest_float("loss.feature", 0.1, 2.0, log=True)
     trial.suggest_categorical("generator.blend", ["0.0,0.8", "0.2,0.8", "0.5,0.9"])
     trial.suggest_categorical("backbone.layers", ["1,2,3", "2,3"])
-    if trial.suggest_categorical("fusion.mode", ["concat", "add", "none"]) != "none":
+    head = trial.suggest_categorical("anomaly.head_form", ["linear", "residual"])
+    if head == "residual" and trial.suggest_categorical("fusion.mode", FUSIONS) != "none":
         trial.suggest_categorical("fusion.channels", [32, 64, 128])
 
 

@@ -360,7 +360,7 @@ def test_a_code_change_retrains_the_cells_and_the_report_shows_only_the_new_code
 def search_space(trial):
     """Module level: Tune pickles the searcher, and with it the space."""
     trial.suggest_float("loss.focal", 0.5, 20.0, log=True)
-    if trial.suggest_categorical("fusion.mode", ["concat", "none"]) != "none":
+    if trial.suggest_categorical("anomaly.head_form", ["linear", "residual"]) == "residual":
         trial.suggest_categorical("fusion.channels", [16, 32])
 
 
@@ -384,8 +384,9 @@ def test_hpo_over_several_categories_exports_a_best_config_through_the_storage(t
     record = json.loads((tmp_path / "exported" / "best_config.json").read_text())
     assert record["metric"] == "val_au_pro" and record["categories"] == ["brick", "coins"]
     overrides = load_best_config(location)
-    assert "loss.focal" in overrides and overrides["fusion.mode"] in ("concat", "none")
-    assert ("fusion.channels" in overrides) == (overrides["fusion.mode"] != "none")
+    assert "loss.focal" in overrides and overrides["anomaly.head_form"] in ("linear", "residual")
+    # define-by-run: the fusion width is sampled only under the head that reads fused features
+    assert ("fusion.channels" in overrides) == (overrides["anomaly.head_form"] == "residual")
     Config().with_overrides(overrides)  # usable as an ablation study's base
     runs = _cell_runs(options.tracking_uri, "search")
     assert len(runs) == 2 and runs["tags.variant"].str.startswith("hpo-").all()
