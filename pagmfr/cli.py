@@ -126,9 +126,9 @@ def _report(args: argparse.Namespace) -> int:
     from pagmfr.report import report_folders, report_study
 
     options = {
-        "metrics": _split(args.metrics),
+        "metrics": args.metrics,
         "reference": args.reference,
-        "formats": _split(args.format),
+        "formats": args.format,
         "decimals": args.decimals,
         "percent": not args.raw,
         "code_version": args.code_version,
@@ -180,8 +180,23 @@ def _alpha(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def _names(text: str) -> list[str]:
+    """A comma-separated option's names, refused where parsed when none is left (``,,``)."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing: give names separated by commas")
+    return names
+
+
+def _decimals(text: str) -> int:
+    """A count of decimals: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of decimals (0, 1, 2, ...)")
+    return value
 
 
 def _study_status(args: argparse.Namespace) -> int:
@@ -344,12 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _tracking_uri_option(report)
     report.add_argument("--study", help="the study's name (its MLflow experiment)")
-    report.add_argument("--metrics", default="image_auroc,pixel_auroc,au_pro")
+    report.add_argument("--metrics", type=_names, default="image_auroc,pixel_auroc,au_pro")
     report.add_argument(
         "--reference", help='the variant others are compared with (default "full model")'
     )
-    report.add_argument("--format", default="latex,md,csv,html")
-    report.add_argument("--decimals", type=int, default=1)
+    report.add_argument("--format", type=_names, default="latex,md,csv,html")
+    report.add_argument("--decimals", type=_decimals, default=1)
     report.add_argument("--raw", action="store_true", help="values as fractions, not percent")
     report.add_argument(
         "--code-version",

@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import cv2
 import numpy as np
@@ -653,12 +654,14 @@ HOSTILE_CATEGORY = "@SUM(1+1)*cmd|' /C calc'!A0"
 LATEX_VARIANT = r"\input{/etc/passwd} $x$ 50% {}"
 HOSTILE_METRIC = "au_pro' onmouseover='alert(3)"
 HOSTILE_ERROR = "Traceback ...\n-2+3 <b>bold</b> | cell"
+#: Control characters, which XML (SVG, HTML) cannot hold and a terminal acts on.
+CONTROL_VARIANT = "bell\x07 esc\x1b[31m nul\x00"
 
 
-def _report_runs(variants, category=HOSTILE_CATEGORY, status="FINISHED"):
+def _report_runs(variants, category=HOSTILE_CATEGORY, status="FINISHED", seeds=(0, 1)):
     rows = []
     for position, variant in enumerate(variants):
-        for seed in (0, 1):
+        for seed in seeds:
             rows.append(
                 {
                     "run_id": f"{variant}-{seed}",
@@ -680,8 +683,17 @@ def _report_runs(variants, category=HOSTILE_CATEGORY, status="FINISHED"):
 @pytest.fixture(scope="module")
 def hostile_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("hostile_report")
-    variants = ["full model", PIPE_VARIANT, HTML_VARIANT, FORMULA_VARIANT, LATEX_VARIANT]
-    finished = _report_runs(variants).assign(**{HOSTILE_METRIC: lambda d: d["au_pro"]})
+    variants = [
+        "full model",
+        PIPE_VARIANT,
+        HTML_VARIANT,
+        FORMULA_VARIANT,
+        LATEX_VARIANT,
+        CONTROL_VARIANT,
+    ]
+    # five seeds: five blocks, the fewest that a critical-difference diagram is drawn over
+    finished = _report_runs(variants, seeds=range(5))
+    finished = finished.assign(**{HOSTILE_METRIC: lambda d: d["au_pro"]})
     runs = pd.concat([finished, _report_runs(["missing one"], status="FAILED")])
     build_report(runs, out, f"Study {SCRIPT}", metrics=["au_pro", HOSTILE_METRIC])
     return out
@@ -1026,3 +1038,21 @@ def test_synth_into_an_existing_dataset_is_refused(root, capsys):
     code, output = _run([*argv, "--overwrite"], capsys)
     assert code == 0 and "no problems found" in output, output
     assert not stale.exists() and len(list((stale.parent).glob("*.png"))) == 48
+
+
+def test_control_characters_in_names_are_written_out_in_every_sink(hostile_report):
+    """ESC, BEL and NUL in a variant name once made every critical-difference SVG ill-formed
+    XML: every file now holds none of them, each SVG parses, and the name reads with ``\\x..``
+    in their place."""
+    shown = "bell\\x07 esc\\x1b[31m nul\\x00"
+    svgs = sorted(hostile_report.glob("*.svg"))
+    assert svgs
+    for path in sorted(hostile_report.iterdir()):
+        if path.suffix in (".svg", ".md", ".html", ".tex", ".csv"):
+            text = path.read_text()
+            assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", text), path.name
+    for path in svgs:
+        ElementTree.parse(path)  # well-formed XML
+    assert shown in (hostile_report / "report.html").read_text()
+    assert shown in "".join(path.read_text() for path in svgs)
+    assert r"bell\\x07 esc\\x1b\[31m nul\\x00" in (hostile_report / "report.md").read_text()

@@ -461,3 +461,53 @@ def test_mlflow_client_sees_the_declared_grid(store):
         [MlflowClient(store).get_experiment_by_name("known").experiment_id], "tags.role = 'study'"
     )[0]
     assert parent.data.tags["grid"] == "4 variants x 4 categories x 2 seeds"
+
+
+def test_non_finite_values_are_left_out_by_name_never_averaged_or_bolded(tmp_path):
+    """A diverged run records NaN or infinity: the table averages the finite runs only, bolds
+    nothing non-finite, and every format's protocol line counts the runs averaged and names
+    those left out (an infinite mean once showed as the best, and NaN runs vanished while the
+    line still counted every seed)."""
+    broken = {("other", "carpet", 0): math.nan, ("other", "carpet", 1): math.nan}
+    broken[("other", "grid", 0)] = math.inf
+
+    def value(variant, category, seed):
+        return broken.get((variant, category, seed), 0.9 if variant == REF else 0.8)
+
+    runs = _synthetic_runs([REF, "other"], ["carpet", "grid", "bottle"], range(5), value)
+    report = build_report(runs, tmp_path, "t", metrics=["au_pro"], formats=("md", "csv"))
+    [table] = report.tables
+    cells = [x for row in table.rows for x in row.values.values()]
+    assert all(math.isfinite(x.mean) and (x.std is None or math.isfinite(x.std)) for x in cells)
+    assert table.row("carpet").values["other"].seeds == 3
+    assert table.row("grid").values["other"].seeds == 4
+    assert table.row("Mean").values[REF].best and not table.row("Mean").values["other"].best
+    named = (
+        "runs: 27 averaged, 3 left out with a non-finite value (other / carpet / seed 0: nan; "
+        "other / carpet / seed 1: nan; other / grid / seed 0: inf)"
+    )
+    assert named in table.protocol.text
+    markdown = (tmp_path / "report.md").read_text()
+    assert named in markdown.replace("\\", "")  # Markdown escapes; the text is the same
+    assert "inf" not in markdown.split("Protocol:")[0].split("| Category")[1]
+    tables = pd.read_csv(tmp_path / "tables.csv")
+    assert np.isfinite(tables["mean"]).all() and named in tables["protocol"].iloc[0]
+    assert "3 left out" in (tmp_path / "components.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--metrics", ",,"], "argument --metrics: ',,' names nothing"),
+        (["--format", " , "], "argument --format: ' , ' names nothing"),
+        (["--decimals", "-1"], "argument --decimals: '-1' is not a count of decimals"),
+    ],
+)
+def test_report_options_are_checked_where_parsed(store, tmp_path, capsys, option, message):
+    """An option that names nothing or a negative count stops at parsing with exit 2 and the
+    option named (it was an IndexError, and a format error, once the report had started)."""
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as stopped:
+        main(["report", "--tracking-uri", store, "--study", "known", *option, "--out", str(out)])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()

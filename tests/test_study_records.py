@@ -20,7 +20,7 @@ from pagmfr.code_scope import (
     training_modules,
 )
 from pagmfr.config import Config
-from pagmfr.provenance import PACKAGE_DIR, code_fingerprint
+from pagmfr.provenance import PACKAGE_DIR, code_fingerprint, code_version
 from pagmfr.study import storage
 from pagmfr.study.cells import (
     NOT_IN_KEY,
@@ -213,7 +213,10 @@ def test_keep_old_results_keeps_a_cell_finished_with_other_code(tmp_path):
     kept = cells_done([cell], tracker, keep_old=True)
     assert kept.reused == {cell.key: "old"}
     assert "1 cell(s) finished with other code (" in kept.note and ") are kept" in kept.note
-    assert "are retrained" in cells_done([cell], tracker, keep_old=False).note
+    retrained = cells_done([cell], tracker, keep_old=False).note
+    # the version can be the same (a user's method edited without a commit): the code is named
+    now = f"are retrained with {code_version()} (code pagmfr {cell.code[:8]})"
+    assert f"code pagmfr old) {now}" in retrained
 
 
 def test_a_finished_run_is_never_reopened_and_a_killed_one_is(tmp_path):

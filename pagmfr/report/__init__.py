@@ -12,16 +12,13 @@ from pagmfr.lazy import lazy_attributes
 #: The names below load on first use: ``import pagmfr.report`` (or one of its writers) loads
 #: neither pandas nor SciPy until a report is built.
 _LAZY = {
-    name: "pagmfr.report.build"
-    for name in (
-        "DEFAULT_METRICS",
-        "FORMATS",
-        "Report",
-        "build_report",
-        "report_folders",
-        "report_study",
-        "tex_file_names",
-    )
+    "DEFAULT_METRICS": "pagmfr.report.build",
+    "FORMATS": "pagmfr.report.build",
+    "Report": "pagmfr.report.build",
+    "build_report": "pagmfr.report.build",
+    "report_folders": "pagmfr.report.build",
+    "report_study": "pagmfr.report.build",
+    "tex_file_names": "pagmfr.report.build",
 }
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

@@ -18,7 +18,7 @@ from pagmfr.report.escape import identifier
 from pagmfr.report.load import TRANSFER, grid_from_mlflow, runs_from_folders, runs_from_mlflow
 from pagmfr.report.protocol import protocol_of
 from pagmfr.report.ranks import DEFAULT_ALPHA, Ranking, check_alpha, rank_variants
-from pagmfr.report.select import Missing, Selection, select_runs
+from pagmfr.report.select import Missing, Selection, select_runs, without_non_finite
 from pagmfr.report.tables import MetricTable, build_table
 from pagmfr.report.text import missing_lines
 
@@ -151,6 +151,10 @@ def build_report(
     the LaTeX labels (``tab:<label>-components``); ``alpha`` is the diagrams' significance
     level.
     """
+    if not metrics:
+        raise ValueError("no metric to report: name one or more (metrics)")
+    if decimals < 0:
+        raise ValueError(f"decimals must be 0 or more; got {decimals}")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown formats {unknown}; allowed: {', '.join(FORMATS)}")
@@ -161,10 +165,19 @@ def build_report(
     selection = select_runs(runs, grid, code_version, mix_code_versions)
     if selection.kept.empty:
         raise _no_finished_run(title, selection)
+    selection, left_out = without_non_finite(selection, metrics)
     scale = 100.0 if percent else 1.0
-    tables = [build_table(m, selection, reference, scale, decimals, test_over) for m in metrics]
+    tables = [
+        build_table(m, selection, reference, scale, decimals, test_over, left_out.get(m))
+        for m in metrics
+    ]
+    every_left_out = list(dict.fromkeys(r for m in metrics for r in left_out.get(m, [])))
+    averaged = selection.kept.dropna(subset=list(left_out))  # a finite value of every metric
     components = component_table(
-        tables, len(selection.categories), selection.seeds, protocol_of(selection.kept, metrics)
+        tables,
+        len(selection.categories),
+        selection.seeds,
+        protocol_of(averaged, metrics, every_left_out),
     )
     rankings = [rank_variants(selection.kept, m, selection.variants, alpha) for m in metrics]
     notes = _notes(selection)

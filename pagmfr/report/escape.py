@@ -28,21 +28,24 @@ _LATEX_SPECIAL = {
 _MARKDOWN_SPECIAL = set("\\`*_[]<>|~&#$")
 #: What a spreadsheet reads as a formula at the start of a cell (OWASP, CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: C0 and C1 control characters but tab, line feed and carriage return (XML 1.0 forbids the
+#: C0 ones; C1 and DEL are discouraged).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def latex(text: Any) -> str:
     """``text`` with LaTeX's special characters escaped."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in _one_line(text))
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in visible(_one_line(text)))
 
 
 def markdown(text: Any) -> str:
     """``text`` as literal Markdown: no HTML, emphasis, links or extra table cells."""
-    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in _one_line(text))
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in visible(_one_line(text)))
 
 
 def html(text: Any) -> str:
     """``text`` as HTML text or a quoted attribute value (both quote kinds escaped)."""
-    return _html.escape(str(text), quote=True)
+    return _html.escape(visible(text), quote=True)
 
 
 def identifier(text: Any) -> str:
@@ -53,7 +56,14 @@ def identifier(text: Any) -> str:
 def plot_label(text: Any) -> str:
     """``text`` for a matplotlib label, where ``$...$`` would be typeset as maths (and an
     unpaired ``$`` is an error)."""
-    return str(text).replace("$", r"\$")
+    return visible(text).replace("$", r"\$")
+
+
+def visible(text: Any) -> str:
+    """``text`` with its control characters (ESC, NUL, BEL...; line breaks and tabs kept)
+    written out as ``\\x1b``: XML, and so SVG and HTML, cannot hold them at all, and elsewhere
+    they act on a terminal or vanish from sight."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
 def _one_line(text: Any) -> str:
@@ -72,10 +82,12 @@ def csv_cell(value: Any) -> Any:
     """A text cell a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``@SUM(...)``,
     ``-2+3``) gets a leading ``'``, per OWASP's CSV-injection advice, so it shows as text.
     Numbers stay numbers: a number, or text that is one (``-1.5``, an MLflow param), is left
-    as it is, since a spreadsheet reads it as the same number and runs nothing."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _is_number(value):
-        return "'" + value
-    return value
+    as it is, since a spreadsheet reads it as the same number and runs nothing. Control
+    characters are written out (:func:`visible`)."""
+    if not isinstance(value, str):
+        return value
+    value = visible(value)
+    return "'" + value if value.startswith(_FORMULA_START) and not _is_number(value) else value
 
 
 def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:

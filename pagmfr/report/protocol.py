@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -144,9 +144,12 @@ def _data(runs: pd.DataFrame) -> Setting:
     return Setting("data", {"": {shown: len(runs)}})
 
 
-def protocol_of(runs: pd.DataFrame, metrics: Collection[str]) -> Protocol:
+def protocol_of(
+    runs: pd.DataFrame, metrics: Collection[str], left_out: Sequence[str] = ()
+) -> Protocol:
     """The protocol of the table of ``metrics`` that ``runs`` (one finished run per cell) fill;
-    AU-PRO's FPR limit only where the table shows AU-PRO."""
+    AU-PRO's FPR limit only where the table shows AU-PRO; ``left_out``, the runs whose value
+    was not finite, counted and named beside the runs averaged."""
     backbone = (
         _recorded(runs, "params.backbone.name") + "/" + _recorded(runs, "params.backbone.weights")
     )
@@ -159,6 +162,9 @@ def protocol_of(runs: pd.DataFrame, metrics: Collection[str]) -> Protocol:
         _single("tested epoch", _recorded(runs, "selection")),
         Setting("seeds", {"": {", ".join(map(str, sorted(set(runs["seed"])))): len(runs)}}),
     ]
+    if left_out:
+        named = f"{len(runs)} averaged, {len(left_out)} left out with a non-finite value"
+        settings.append(Setting("runs", {"": {f"{named} ({'; '.join(left_out)})": len(runs)}}))
     if any("au_pro" in metric for metric in metrics):  # val_au_pro, best_val_au_pro too
         settings.append(_single("AU-PRO FPR limit", _recorded(runs, FPR_LIMIT)))
     settings += [

@@ -11,9 +11,10 @@ from the runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pagmfr.categories import MVTEC_AD_CATEGORIES, TEXTURE
@@ -162,6 +163,27 @@ def select_runs(
             "--mix-code-versions"
         )
     return selection
+
+
+def without_non_finite(
+    selection: Selection, metrics: list[str]
+) -> tuple[Selection, dict[str, list[str]]]:
+    """The selection with every NaN or infinite value of ``metrics`` made absent, and, per
+    metric, the kept runs whose value was left out (named ``variant / category / seed N
+    (value)``): a diverged or broken run is reported by name, never averaged, ranked or
+    bolded (an infinite mean once showed as the best)."""
+    kept = selection.kept.copy()
+    left_out = {}
+    for metric in metrics:
+        if metric not in kept:
+            continue
+        values = pd.to_numeric(kept[metric], errors="coerce").astype(float)
+        bad = kept[~np.isfinite(values)]
+        left_out[metric] = [
+            f"{r.variant} / {r.category} / seed {r.seed}: {values[i]:g}" for i, r in bad.iterrows()
+        ]
+        kept[metric] = values.where(np.isfinite(values))
+    return replace(selection, kept=kept), left_out
 
 
 def _mixed_methods(kept: pd.DataFrame) -> list[str]:

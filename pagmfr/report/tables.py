@@ -124,9 +124,12 @@ def build_table(
     scale: float = 100.0,
     decimals: int = 1,
     test_over: str = "categories",
+    left_out: list[str] | None = None,
 ) -> MetricTable:
     """One metric's table from the selected runs: per-category mean ± std over seeds, group
-    means, the best per row, changes against ``reference`` and Holm-corrected paired tests."""
+    means, the best per row, changes against ``reference`` and Holm-corrected paired tests.
+    ``left_out``: the runs whose value was not finite (made absent in ``selection``), which the
+    protocol line names."""
     if test_over not in TEST_DESIGNS:
         raise ValueError(f"unknown test design {test_over!r}; allowed: {', '.join(TEST_DESIGNS)}")
     kept = selection.kept
@@ -189,7 +192,7 @@ def build_table(
     for test in tests:
         if overall is not None and overall.values.get(test.variant) is not None:
             overall.values[test.variant].mark = test.mark
-    protocol = protocol_of(values, [metric])
+    protocol = protocol_of(values, [metric], left_out or ())
     return MetricTable(
         metric, variants, reference, rows, tests, scale, decimals, test_over, protocol
     )

@@ -6,12 +6,16 @@ the cell is retrained, unless the user keeps the old results on purpose.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pagmfr.provenance import code_version
 from pagmfr.study.cells import Cell
 from pagmfr.study.tracking import StudyTracker
+
+#: Hex digits of a code fingerprint that messages show (as the report's protocol line).
+SHORT_FINGERPRINT = 8
 
 
 @dataclass
@@ -44,18 +48,31 @@ def cells_done(cells: list[Cell], tracker: StudyTracker, keep_old: bool) -> Cell
     if not stale:
         return CellsDone(finished)
     versions = sorted({older[c.key].data.tags.get("code_version", "?") for c in stale})
+    recorded = {c.key: older[c.key].data.tags.get("code_fingerprint") for c in stale}
+    before = _fingerprints((c.method, recorded[c.key]) for c in stale)
+    old = f"{', '.join(versions)}; code {before}"
     if keep_old:
         reused = {c.key: older[c.key].data.tags["cell_key"] for c in stale}
         note = (
-            f"{len(stale)} cell(s) finished with other code ({', '.join(versions)}) are kept "
+            f"{len(stale)} cell(s) finished with other code ({old}) are kept "
             "(--keep-old-results); the report mixes code versions only when asked"
         )
         return CellsDone(finished, reused, note)
+    now = _fingerprints((c.method, c.code) for c in stale)
     note = (
-        f"{len(stale)} cell(s) finished with other code ({', '.join(versions)}) are retrained "
-        f"with {code_version()}: their code changed (--keep-old-results keeps the old results)"
+        f"{len(stale)} cell(s) finished with other code ({old}) are retrained with "
+        f"{code_version()} (code {now}): their code changed (--keep-old-results keeps the old "
+        "results)"
     )
     return CellsDone(finished, {}, note)
+
+
+def _fingerprints(pairs: Iterable[tuple[str, str | None]]) -> str:
+    """``pagmfr 1a2b3c4d, rgpkd 5e6f7a8b``: each method's code fingerprints, shortened, so that
+    a message about changed code names what changed even where the version is the same (a
+    user's method edited without a commit)."""
+    shown = {f"{method} {(code or 'not recorded')[:SHORT_FINGERPRINT]}" for method, code in pairs}
+    return ", ".join(sorted(shown))
 
 
 def _older_run(cell: Cell, by_config: dict[str, Any]) -> Any:
