@@ -17,6 +17,8 @@ import pickle
 import pkgutil
 import re
 import shutil
+import struct
+import zlib
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -34,7 +36,7 @@ import pagmfr
 from pagmfr.cli import main
 from pagmfr.config import Config
 from pagmfr.data import read_mask
-from pagmfr.data.images import ImageReadError, write_png
+from pagmfr.data.images import ImageReadError, read_rgb, write_png
 from pagmfr.data.layout import DatasetError, Problem
 from pagmfr.engine import NonFiniteLossError, save_checkpoint
 from pagmfr.errors import describe, travelling_errors, travels
@@ -104,6 +106,29 @@ def truncated_test_image(root: Path) -> Path:
 def truncated_train_image(root: Path) -> Path:
     image = _category(root) / "train" / "good" / "003.png"
     image.write_bytes(image.read_bytes()[:300])
+    return image
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` RGB pixels and holds almost none: a
+    decompression bomb's header, a few hundred bytes on disk."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1000)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def huge_train_image(root: Path) -> Path:
+    """40000 x 40000 pixels: OpenCV stopped at its own limit with an assertion naming no file."""
+    image = _category(root) / "train" / "good" / "003.png"
+    image.write_bytes(png_header(40000, 40000))
     return image
 
 
@@ -177,6 +202,7 @@ PROBLEMS = [
     (missing_test_folder, r"missing test folder"),
     (truncated_test_image, r"not a readable image \(empty, truncated"),
     (truncated_train_image, r"not a readable image \(empty, truncated"),
+    (huge_train_image, r"40000 x 40000 pixels \(1,600,000,000\) is more than the 100,000,000"),
     (mask_of_another_size, r"mask is 24x20 but its image 000.png is 32x32"),
     (all_masks_empty, r"every mask is empty: no defective pixel"),
     (zero_one_masks, r"every mask is empty: no defective pixel"),
@@ -1056,3 +1082,16 @@ def test_control_characters_in_names_are_written_out_in_every_sink(hostile_repor
     assert shown in (hostile_report / "report.html").read_text()
     assert shown in "".join(path.read_text() for path in svgs)
     assert r"bell\\x07 esc\\x1b\[31m nul\\x00" in (hostile_report / "report.md").read_text()
+
+
+def test_the_pixel_limit_is_a_setting_read_from_the_header(root, monkeypatch):
+    """``PAGMFR_MAX_IMAGE_PIXELS`` sets the largest image read (refused before decoding,
+    naming the file); a value that is not a positive number of pixels is named."""
+    image = _category(root) / "train" / "good" / "000.png"
+    assert read_rgb(image).shape == (32, 32, 3)
+    monkeypatch.setenv("PAGMFR_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(ImageReadError, match=r"000.png: 32 x 32 pixels \(1,024\) is more than"):
+        read_rgb(image)
+    monkeypatch.setenv("PAGMFR_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match="PAGMFR_MAX_IMAGE_PIXELS='lots': expected a positive"):
+        read_rgb(image)

@@ -11,7 +11,9 @@ check`` lists.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +25,11 @@ from PIL import Image
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 Size = tuple[int, int]  # (height, width)
+
+#: The environment variable that sets the largest image (in pixels) read, and its default:
+#: full-size MVTec AD 2, BTAD and Real-IAD images pass; a decompression bomb (a 40000 x 40000
+#: PNG is 1.6 MB on disk and 4.8 GB decoded) is refused from its header, before decoding.
+MAX_PIXELS_VARIABLE, DEFAULT_MAX_PIXELS = "PAGMFR_MAX_IMAGE_PIXELS", 100_000_000
 
 
 class ImageReadError(ValueError):
@@ -87,6 +94,46 @@ def exif_orientation(data: bytes) -> int:
     return orientation if orientation in _UPRIGHT else 1
 
 
+def max_image_pixels() -> int:
+    """The largest image read, in pixels: ``$PAGMFR_MAX_IMAGE_PIXELS``, else 100 million."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"{MAX_PIXELS_VARIABLE}={text!r}: expected a positive whole number of pixels"
+        )
+    return int(text)
+
+
+@contextmanager
+def _any_size() -> Iterator[None]:
+    """Pillow with its own decompression-bomb limit lifted, to read a header's size: the
+    limit that applies is :func:`max_image_pixels`."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _check_pixels(data: bytes, path: Path) -> None:
+    """Refuse an image larger than :func:`max_image_pixels` from its header alone (OpenCV
+    would decode it, or stop at its own limit with an assertion that names no file)."""
+    try:
+        with _any_size(), Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError):
+        return  # a header Pillow cannot parse: OpenCV decides
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise ImageReadError(
+            path,
+            f"{width} x {height} pixels ({width * height:,}) is more than the {limit:,} that "
+            f"{MAX_PIXELS_VARIABLE} allows: resize the image, or raise the limit",
+        )
+
+
 def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
     """The file's pixels as stored (bit depth, channels and alpha kept), turned upright as its
     EXIF orientation says, and a note when they were turned."""
@@ -94,7 +141,13 @@ def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
         data = path.read_bytes()
     except OSError as err:
         raise ImageReadError(path, f"cannot read file ({err.strerror or err})") from err
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    _check_pixels(data, path)
+    try:
+        decoded = (
+            cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        )
+    except cv2.error as err:  # OpenCV's own checks (its pixel limit, a corrupt header)
+        raise ImageReadError(path, f"OpenCV cannot decode it ({err.err})") from err
     if decoded is None:
         raise ImageReadError(
             path,
