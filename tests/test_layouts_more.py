@@ -194,6 +194,20 @@ def test_visa_without_its_split_file_names_the_file(datasets, tmp_path, capsys):
     assert "restore split_csv/1cls.csv from the VisA download" in output
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_visa_split_file_without_rows_of_a_split_is_named(datasets, tmp_path, capsys, split):
+    """A split file with no test rows passed the check, and training ran its whole schedule
+    to end with "need at least one array to concatenate": the check names the file now."""
+    root = Path(shutil.copytree(datasets["visa"], tmp_path / "visa"))
+    lines = (root / CSV).read_text().splitlines()
+    kept = [line for line in lines if f",{split}," not in line]
+    (root / CSV).write_text("\n".join(kept) + "\n")
+    code, output = _run(["data", "check", str(root)], capsys)
+    assert code == 1
+    empty = f"no {split} rows for object 'candle': its {split} split is empty"
+    assert f"{root / CSV}: {empty}" in output
+
+
 def test_a_visa_row_whose_image_is_missing_is_named(datasets, tmp_path, capsys):
     root = Path(shutil.copytree(datasets["visa"], tmp_path / "visa"))
     image = root / "candle" / "Data" / "Images" / "Anomaly" / "001.JPG"

@@ -113,6 +113,15 @@ def scan_visa(category: Path, split: str) -> SplitScan:
                 "training reads normal images only",
             )
         )
+    if not scan.samples and not scan.problems:
+        scan.problems.append(
+            Problem(
+                csv_path,
+                f"no {split} rows for object {category.name!r}: its {split} split is empty "
+                f"(every image must be listed with split train or test); restore {CSV} from "
+                "the VisA download or add the rows",
+            )
+        )
     _note_unlisted(category, root, mine, scan)
     return scan
 
