@@ -4,10 +4,13 @@ of users' tensor files, and user strings that become file names."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,40 @@ def require_output_folder(path: str | Path) -> Path:
                 "or an existing folder)"
             )
     return path
+
+
+@contextmanager
+def staging_folder(target: Path) -> Iterator[Path]:
+    """A fresh folder beside ``target`` (same file system: its files move in by rename) to
+    write a set of files into before :func:`publish_files`; removed on leaving, whatever
+    happened, so an interrupted or failed write leaves ``target`` as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_files(staging: Path, target: Path, manifest: str) -> list[Path]:
+    """Move every file of ``staging`` into ``target`` by rename and list them in ``target /
+    manifest``. The files the previous manifest lists and this set lacks are removed first;
+    a file no manifest lists (a user's own, in a shared folder) is never touched. Returns the
+    files' paths in ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    names = sorted(path.name for path in staging.iterdir())
+    listed = target / manifest
+    try:
+        previous = json.loads(listed.read_text())["files"] if listed.is_file() else []
+    except (OSError, ValueError, KeyError, TypeError):
+        previous = []  # unreadable: remove nothing
+    for name in previous:
+        if isinstance(name, str) and is_plain_name(name) and name not in names:
+            (target / name).unlink(missing_ok=True)
+    for name in names:
+        os.replace(staging / name, target / name)
+    write_text_atomically(listed, json.dumps({"files": names}, indent=1))
+    return [target / name for name in names]
 
 
 def is_plain_name(name: object) -> bool:

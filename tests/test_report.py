@@ -1,5 +1,6 @@
 """The report builder on a real MLflow store filled with known metrics and a declared grid."""
 
+import json
 import math
 import time
 
@@ -511,3 +512,43 @@ def test_report_options_are_checked_where_parsed(store, tmp_path, capsys, option
         main(["report", "--tracking-uri", store, "--study", "known", *option, "--out", str(out)])
     assert stopped.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists()
+
+
+def _small_runs(value=0.9):
+    return _synthetic_runs([REF, "other"], ["carpet", "grid", "bottle"], range(5), lambda *k: value)
+
+
+def test_a_failed_report_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """The report is written beside --out and moved in at the end: a write that fails (or a
+    SIGTERM) half-way leaves the previous report as it was, never the old report.md beside
+    the new run's diagrams, and no partial folder."""
+    out = tmp_path / "report"
+    before = build_report(_small_runs(0.9), out, "t", metrics=["au_pro"])
+    contents = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    def full_disk(frame, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr("pagmfr.report.build.tidy.write_csv", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        build_report(_small_runs(0.5), out, "t", metrics=["au_pro"])
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == contents
+    assert sorted(tmp_path.iterdir()) == [out]  # no partial folder left beside it
+    assert {p.name for p in before.files} == set(contents) - {"report-files.json"}
+
+
+def test_a_new_report_removes_only_the_files_of_the_previous_one(tmp_path):
+    """A report into a shared folder keeps the user's own files; the previous report's files
+    that the new one does not write (here its LaTeX and HTML) go, as its manifest lists them."""
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    build_report(_small_runs(), out, "t", metrics=["au_pro"])
+    assert (out / "report.html").exists() and (out / "au_pro.tex").exists()
+    again = build_report(_small_runs(), out, "t", metrics=["au_pro"], formats=("md",))
+    names = {path.name for path in out.iterdir()}
+    assert names == {p.name for p in again.files} | {"notes.txt", "report-files.json"}
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "report.html").exists()
+    assert json.loads((out / "report-files.json").read_text())["files"] == sorted(
+        p.name for p in again.files
+    )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from pagmfr.files import require_output_folder
+from pagmfr.files import publish_files, require_output_folder, staging_folder
 from pagmfr.report import cd_diagram, latex, markdown, page, tidy
 from pagmfr.report.cd_diagram import Diagram
 from pagmfr.report.components import ComponentTable, component_table
@@ -28,6 +28,9 @@ DEFAULT_METRICS = ("image_auroc", "pixel_auroc", "au_pro")
 LISTED_FAILURES = 20
 #: The LaTeX file every report writes besides one per metric.
 COMPONENTS_TEX = "components.tex"
+#: The list of a report's files in its folder: the next report into the folder removes those
+#: it does not write again, and nothing else.
+MANIFEST = "report-files.json"
 
 
 @dataclass
@@ -181,62 +184,58 @@ def build_report(
     )
     rankings = [rank_variants(selection.kept, m, selection.variants, alpha) for m in metrics]
     notes = _notes(selection)
-    out.mkdir(parents=True, exist_ok=True)
-    diagrams, files = _draw(rankings, out, formats)
-    texts: dict[str, str] = {}
-    if "latex" in formats:
-        texts.update({tex_names[t.metric]: latex.metric_table(t, label) for t in tables})
-        texts[COMPONENTS_TEX] = latex.components(components, label)
-        texts.update(
-            {
-                f"{diagrams[t.metric].stem}.tex": latex.cd_figure(t, diagrams[t.metric], label)
-                for t in tables
-            }
-        )
-    if "md" in formats:
-        texts["report.md"] = markdown.report(title, notes, tables, selection.missing, diagrams)
-        texts["components.md"] = markdown.components(components, notes)
-    if "html" in formats:
-        texts["report.html"] = page.page(
-            title, notes, components, tables, selection.missing, diagrams
-        )
-    for name, text in texts.items():
-        files.append(out / name)
-        files[-1].write_text(text)
-    if "csv" in formats:
-        kept = runs["run_id"].isin(selection.kept["run_id"])
-        files += [
-            tidy.write_csv(runs.assign(kept=kept), out / "runs.csv"),
-            tidy.write_csv(pd.concat([tidy.metric_rows(t) for t in tables]), out / "tables.csv"),
-            tidy.write_csv(tidy.component_rows(components), out / "components.csv"),
-        ]
-        ranked = [(t, r) for t, r in zip(tables, rankings, strict=True) if not r.shortfall]
-        if ranked:  # written only where a metric has a diagram
-            ranks = pd.concat([tidy.rank_rows(t, r) for t, r in ranked])
-            tests = pd.concat([tidy.pair_rows(t, r) for t, r in ranked])
-            files += [
-                tidy.write_csv(ranks, out / "ranks.csv"),
-                tidy.write_csv(tests, out / "rank_tests.csv"),
-            ]
+    # Written into a folder beside --out, then moved in: an interrupted or failed report
+    # leaves the previous one whole, never a mix of two.
+    with staging_folder(out) as staging:
+        diagrams = _draw(rankings, staging, formats)
+        texts: dict[str, str] = {}
+        if "latex" in formats:
+            texts.update({tex_names[t.metric]: latex.metric_table(t, label) for t in tables})
+            texts[COMPONENTS_TEX] = latex.components(components, label)
+            texts.update(
+                {
+                    f"{diagrams[t.metric].stem}.tex": latex.cd_figure(t, diagrams[t.metric], label)
+                    for t in tables
+                }
+            )
+        if "md" in formats:
+            texts["report.md"] = markdown.report(title, notes, tables, selection.missing, diagrams)
+            texts["components.md"] = markdown.components(components, notes)
+        if "html" in formats:
+            texts["report.html"] = page.page(
+                title, notes, components, tables, selection.missing, diagrams
+            )
+        for name, text in texts.items():
+            (staging / name).write_text(text)
+        if "csv" in formats:
+            kept = runs["run_id"].isin(selection.kept["run_id"])
+            tidy.write_csv(runs.assign(kept=kept), staging / "runs.csv")
+            tidy.write_csv(pd.concat([tidy.metric_rows(t) for t in tables]), staging / "tables.csv")
+            tidy.write_csv(tidy.component_rows(components), staging / "components.csv")
+            ranked = [(t, r) for t, r in zip(tables, rankings, strict=True) if not r.shortfall]
+            if ranked:  # written only where a metric has a diagram
+                ranks = pd.concat([tidy.rank_rows(t, r) for t, r in ranked])
+                tidy.write_csv(ranks, staging / "ranks.csv")
+                tests = pd.concat([tidy.pair_rows(t, r) for t, r in ranked])
+                tidy.write_csv(tests, staging / "rank_tests.csv")
+        files = publish_files(staging, out, MANIFEST)
     return Report(tables, components, selection, files, rankings=rankings)
 
 
-def _draw(rankings: list[Ranking], out: Path, formats) -> tuple[dict[str, Diagram], list[Path]]:
-    """Each metric's diagram, by metric, and the files drawn: ``<stem>.svg`` for Markdown and
+def _draw(rankings: list[Ranking], out: Path, formats) -> dict[str, Diagram]:
+    """Each metric's diagram, by metric, drawn into ``out``: ``<stem>.svg`` for Markdown and
     HTML, ``<stem>.pdf`` for LaTeX, none for a metric too small for one."""
-    diagrams, files = {}, []
+    diagrams = {}
     for ranking in rankings:
         diagram = diagrams[ranking.metric] = Diagram(ranking, figure_stem(ranking.metric))
         if ranking.shortfall:
             continue
         if {"md", "html"} & set(formats):
             diagram.svg = cd_diagram.render(ranking, "svg")
-            files.append(out / f"{diagram.stem}.svg")
-            files[-1].write_bytes(diagram.svg)
+            (out / f"{diagram.stem}.svg").write_bytes(diagram.svg)
         if "latex" in formats:
-            files.append(out / f"{diagram.stem}.pdf")
-            files[-1].write_bytes(cd_diagram.render(ranking, "pdf"))
-    return diagrams, files
+            (out / f"{diagram.stem}.pdf").write_bytes(cd_diagram.render(ranking, "pdf"))
+    return diagrams
 
 
 def report_study(tracking_uri: str, study: str, out_dir: str | Path, **options) -> Report:
