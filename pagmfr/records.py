@@ -24,6 +24,8 @@ STUDY_RUNS = f"tags.{ROLE} = '{STUDY_ROLE}'"
 CELL_RUNS = f"tags.{ROLE} = '{CELL_ROLE}'"
 #: Where a study's declared grid lives on its study run (an artifact: it outgrows a tag).
 GRID_FILE = "grid.json"
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 #: Tags that say which cell, config and code a run belongs to (see pagmfr.study.cells).
 IDENTITY_TAGS = ("cell_key", "config_key", "code_version", "code_fingerprint")
 
@@ -37,7 +39,8 @@ def default_tracking_uri() -> str:
 
 def check_reachable(tracking_uri: str) -> None:
     """Fail fast and clearly: MLflow's own client retries an unreachable server for minutes,
-    and silently creates an empty sqlite store at a mistyped path."""
+    silently creates an empty sqlite store at a mistyped path, and meets a file that is not a
+    store with an SQL error or its file store's maintenance notice."""
     if tracking_uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=5)
@@ -50,6 +53,18 @@ def check_reachable(tracking_uri: str) -> None:
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if not path.is_file():
             raise FileNotFoundError(f"no MLflow store at {path} (from {tracking_uri})")
+        with path.open("rb") as store:
+            header = store.read(len(SQLITE_HEADER))
+            if header and header != SQLITE_HEADER:  # an empty file is an empty database
+                raise ValueError(
+                    f"{path} (from {tracking_uri}) is not an SQLite database, so not an MLflow "
+                    "store: give the .db file a study wrote (--tracking-uri sqlite:///PATH)"
+                )
+    elif "://" not in tracking_uri and Path(tracking_uri).is_file():
+        raise ValueError(
+            f"{tracking_uri} is a file, not an MLflow store: give a store as "
+            "sqlite:///PATH.db or http://HOST:PORT (--tracking-uri or MLFLOW_TRACKING_URI)"
+        )
 
 
 def study_experiment(tracking_uri: str, study: str) -> tuple[Any, Any]:

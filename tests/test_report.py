@@ -552,3 +552,21 @@ def test_a_new_report_removes_only_the_files_of_the_previous_one(tmp_path):
     assert json.loads((out / "report-files.json").read_text())["files"] == sorted(
         p.name for p in again.files
     )
+
+
+def test_a_file_that_is_not_a_store_is_named(tmp_path, capsys, monkeypatch):
+    """A text file given as a sqlite store printed MLflow's SQL error as "unexpected", and a
+    plain file in MLFLOW_TRACKING_URI its file store's maintenance notice: each is one line
+    naming the file, exit 2, for the report and for the study's status."""
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database")
+    for command in (["report", "--out", str(tmp_path / "r")], ["study", "status"]):
+        name = ["--study", "s"] if command[0] == "report" else ["s"]
+        assert main([*command, *name, "--tracking-uri", f"sqlite:///{text}"]) == 2
+        assert f"{text} (from sqlite:///{text}) is not an SQLite database" in (
+            capsys.readouterr().err
+        )
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", str(text))
+        assert main([*command, *name]) == 2
+        assert f"{text} is a file, not an MLflow store" in capsys.readouterr().err
+        monkeypatch.delenv("MLFLOW_TRACKING_URI")
