@@ -79,21 +79,6 @@ _UPRIGHT: dict[int, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
 }
 
 
-def exif_orientation(data: bytes) -> int:
-    """The EXIF (or XMP) orientation of an encoded image, 1 to 8; 1 (stored upright) when it
-    has none or it cannot be read. Parses the header only: pixels are never decoded here."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            # A PNG's EXIF chunk precedes its pixels; Pillow's PNG getexif would decode them all
-            # to look for one after them.
-            if image.format == "PNG" and "exif" not in image.info:
-                return 1
-            orientation = image.getexif().get(ORIENTATION_TAG, 1)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return 1  # a file Pillow cannot parse (OpenCV decoded it): its pixels as stored
-    return orientation if orientation in _UPRIGHT else 1
-
-
 def max_image_pixels() -> int:
     """The largest image read, in pixels: ``$PAGMFR_MAX_IMAGE_PIXELS``, else 100 million."""
     text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
@@ -117,14 +102,40 @@ def _any_size() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def _check_pixels(data: bytes, path: Path) -> None:
-    """Refuse an image larger than :func:`max_image_pixels` from its header alone (OpenCV
-    would decode it, or stop at its own limit with an assertion that names no file)."""
+class Header(NamedTuple):
+    """What an encoded image's header says: its size (width, height; None where Pillow cannot
+    parse it) and its EXIF orientation (1, stored upright, when it has none)."""
+
+    size: tuple[int, int] | None
+    orientation: int
+
+
+def read_header(data: bytes) -> Header:
+    """The size and the EXIF (or XMP) orientation of an encoded image, parsed once from its
+    header: pixels are never decoded here (Pillow's own bomb limit is lifted for the parse;
+    the limit that applies is :func:`max_image_pixels`)."""
     try:
         with _any_size(), Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
+            size = image.size
+            # A PNG's EXIF chunk precedes its pixels; Pillow's PNG getexif would decode them all
+            # to look for one after them.
+            if image.format == "PNG" and "exif" not in image.info:
+                return Header(size, 1)
+            try:
+                orientation = image.getexif().get(ORIENTATION_TAG, 1)
+            except (OSError, SyntaxError, ValueError):
+                orientation = 1  # unreadable EXIF: its pixels as stored
     except (OSError, SyntaxError, ValueError):
-        return  # a header Pillow cannot parse: OpenCV decides
+        return Header(None, 1)  # a file Pillow cannot parse: OpenCV decides
+    return Header(size, orientation if orientation in _UPRIGHT else 1)
+
+
+def _check_pixels(size: tuple[int, int] | None, path: Path) -> None:
+    """Refuse an image larger than :func:`max_image_pixels` from its header's ``size`` (OpenCV
+    would decode it, or stop at its own limit with an assertion that names no file)."""
+    if size is None:
+        return
+    width, height = size
     limit = max_image_pixels()
     if width * height > limit:
         raise ImageReadError(
@@ -141,7 +152,8 @@ def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
         data = path.read_bytes()
     except OSError as err:
         raise ImageReadError(path, f"cannot read file ({err.strerror or err})") from err
-    _check_pixels(data, path)
+    header = read_header(data)
+    _check_pixels(header.size, path)
     try:
         decoded = (
             cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
@@ -154,7 +166,7 @@ def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
             "not a readable image (empty, truncated or not an image file); "
             "replace it with a valid PNG",
         )
-    orientation = exif_orientation(data)
+    orientation = header.orientation
     if orientation not in _UPRIGHT:
         return decoded, []
     if data[:4] in _TIFF_MAGIC:
